@@ -1,0 +1,214 @@
+"""Mint short-lived, constrained ephemeral tokens for the Gemini Live API.
+
+A server keeps the real API key and hands browsers and phones a token instead::
+
+    import gemini_tokens
+
+    async with gemini_tokens.AsyncClient() as client:
+        token = await client.create(uses=1, live_connect_constraints={"model": "..."})
+
+    with gemini_tokens.Client() as client:
+        token = client.create(uses=1)
+
+    token = gemini_tokens.create(uses=1)          # one-shot, on a shared default client
+    token = await gemini_tokens.acreate(uses=1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from typing import TYPE_CHECKING, Any
+
+from gemini_tokens._client import AsyncClient
+from gemini_tokens._config import Timeout
+from gemini_tokens._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    GeminiTokensError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+from gemini_tokens._models import (
+    AudioTranscriptionConfig,
+    AutomaticActivityDetection,
+    Content,
+    ContextWindowCompressionConfig,
+    EphemeralToken,
+    FunctionDeclaration,
+    GenerationConfig,
+    HistoryConfig,
+    LiveConnectConfig,
+    LiveConnectConstraints,
+    MediaResolution,
+    Modality,
+    MultiSpeakerVoiceConfig,
+    Part,
+    PrebuiltVoiceConfig,
+    ProactivityConfig,
+    RealtimeInputConfig,
+    SafetySetting,
+    SessionResumptionConfig,
+    SlidingWindow,
+    SpeakerVoiceConfig,
+    SpeechConfig,
+    ThinkingConfig,
+    Tool,
+    TranslationConfig,
+    VoiceConfig,
+)
+from gemini_tokens._retry import RetryPolicy, set_testing
+from gemini_tokens._sync import Client
+from gemini_tokens._version import __version__
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AudioTranscriptionConfig",
+    "AuthenticationError",
+    "AutomaticActivityDetection",
+    "BadRequestError",
+    "Client",
+    "ConfigurationError",
+    "Content",
+    "ContextWindowCompressionConfig",
+    "EphemeralToken",
+    "FunctionDeclaration",
+    "GeminiTokensError",
+    "GenerationConfig",
+    "HistoryConfig",
+    "InvalidResponseError",
+    "LiveConnectConfig",
+    "LiveConnectConstraints",
+    "MediaResolution",
+    "Modality",
+    "MultiSpeakerVoiceConfig",
+    "NotFoundError",
+    "Part",
+    "PermissionDeniedError",
+    "PrebuiltVoiceConfig",
+    "ProactivityConfig",
+    "RateLimitError",
+    "RealtimeInputConfig",
+    "RetryPolicy",
+    "SafetySetting",
+    "ServerError",
+    "SessionResumptionConfig",
+    "SlidingWindow",
+    "SpeakerVoiceConfig",
+    "SpeechConfig",
+    "ThinkingConfig",
+    "Timeout",
+    "Tool",
+    "TranslationConfig",
+    "ValidationError",
+    "VoiceConfig",
+    "__version__",
+    "acreate",
+    "close_default_client",
+    "create",
+    "set_testing",
+]
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def _default_client() -> Client:
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Client()  # reads the key and base URL from the environment
+        return _default
+
+
+def close_default_client() -> None:
+    """Close the shared client behind `create` / `acreate` (done for you at exit).
+
+    The next one-shot call makes a new one, reading the environment again.
+    """
+    global _default
+    with _default_lock:
+        client, _default = _default, None
+    if client is not None:
+        client.close()
+
+
+atexit.register(close_default_client)
+
+
+def create(
+    *,
+    uses: int = 1,
+    expire_minutes: float | None = None,
+    expire_time: dt.datetime | None = None,
+    new_session_expire_minutes: float | None = None,
+    new_session_expire_time: dt.datetime | None = None,
+    live_connect_constraints: LiveConnectConstraints | Mapping[str, Any] | None = None,
+    lock_additional_fields: Sequence[str] | None = None,
+    **options: Any,
+) -> EphemeralToken:
+    """Mint a token with a shared default `Client` (configured from the environment).
+
+    Takes the same options as `AsyncClient.create`. For settings other than the environment's,
+    create your own `Client`.
+    """
+    return _default_client().create(
+        uses=uses,
+        expire_minutes=expire_minutes,
+        expire_time=expire_time,
+        new_session_expire_minutes=new_session_expire_minutes,
+        new_session_expire_time=new_session_expire_time,
+        live_connect_constraints=live_connect_constraints,
+        lock_additional_fields=lock_additional_fields,
+        **options,
+    )
+
+
+async def acreate(
+    *,
+    uses: int = 1,
+    expire_minutes: float | None = None,
+    expire_time: dt.datetime | None = None,
+    new_session_expire_minutes: float | None = None,
+    new_session_expire_time: dt.datetime | None = None,
+    live_connect_constraints: LiveConnectConstraints | Mapping[str, Any] | None = None,
+    lock_additional_fields: Sequence[str] | None = None,
+    **options: Any,
+) -> EphemeralToken:
+    """Mint a token with the shared default client, from any event loop.
+
+    The request runs on the default client's private loop, so one connection pool serves
+    every loop and thread of the process. Cancelling the await cancels the request.
+    """
+    client = _default_client()
+    future = client._submit(
+        client._async.create(
+            uses=uses,
+            expire_minutes=expire_minutes,
+            expire_time=expire_time,
+            new_session_expire_minutes=new_session_expire_minutes,
+            new_session_expire_time=new_session_expire_time,
+            live_connect_constraints=live_connect_constraints,
+            lock_additional_fields=lock_additional_fields,
+            **options,
+        )
+    )
+    return await asyncio.wrap_future(future)

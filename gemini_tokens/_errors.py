@@ -1,0 +1,297 @@
+"""The exception tree.
+
+Every exception this library raises on purpose derives from `GeminiTokensError`::
+
+    GeminiTokensError
+    ├── ValidationError (also a ValueError)      bad options, raised before anything is sent
+    ├── ConfigurationError                       no API key, bad base URL, misuse of a client
+    └── APIError                                 anything that went wrong talking to the service
+        ├── APIStatusError                       the service answered with a non-2xx status
+        │   ├── BadRequestError                  400
+        │   ├── AuthenticationError              401, or 400 with reason API_KEY_INVALID
+        │   ├── PermissionDeniedError            403
+        │   ├── NotFoundError                    404
+        │   ├── RateLimitError                   429
+        │   └── ServerError                      5xx
+        ├── APIConnectionError                   no usable answer: refused, reset, DNS, TLS ...
+        │   └── APITimeoutError                  a connect or total timeout expired
+        └── InvalidResponseError                 a 2xx answer that is not a token
+
+Messages never contain the API key or a token's name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "GeminiTokensError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ValidationError",
+]
+
+_TYPE_PREFIX = "type.googleapis.com/google.rpc."
+
+
+class GeminiTokensError(Exception):
+    """Base class of every exception raised by gemini-tokens."""
+
+
+class ValidationError(GeminiTokensError, ValueError):
+    """An option given to `create()` breaks a rule. Nothing was sent.
+
+    Attributes:
+        field: The dotted path of the offending option, e.g.
+            ``live_connect_constraints.config.temperature``.
+        rule: What the value must be, in words.
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}" if field else rule)
+
+    def at(self, prefix: str) -> ValidationError:
+        """Return the same error with ``prefix`` put in front of its field path."""
+        if not prefix:
+            return self
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        if self.field.startswith("["):
+            field = f"{prefix}{self.field}"
+        return ValidationError(field, self.rule)
+
+
+class ConfigurationError(GeminiTokensError):
+    """The client cannot be set up: no API key, an unsafe base URL, a closed client."""
+
+
+class APIError(GeminiTokensError):
+    """Something went wrong while talking to the token service.
+
+    Attributes:
+        attempts: How many HTTP attempts were made before this error was raised.
+    """
+
+    attempts: int = 1
+
+
+class APIStatusError(APIError):
+    """The service answered with a non-2xx status.
+
+    Attributes:
+        status_code: The HTTP status code, e.g. 429.
+        status: The ``google.rpc.Code`` name from the body, e.g. ``"RESOURCE_EXHAUSTED"``,
+            or None when the body was not a ``google.rpc.Status``.
+        message: The service's message, or a summary of a non-JSON body.
+        details: The ``details`` list of the ``google.rpc.Status`` body, as given.
+        reason: The ``ErrorInfo.reason`` from the details (e.g. ``"API_KEY_INVALID"``), if any.
+        retry_after: Seconds the service asked us to wait (``Retry-After`` header or
+            ``RetryInfo.retryDelay``), if it said so. A web handler can pass it on to its
+            own client as a ``Retry-After`` header.
+        attempts: How many HTTP attempts were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        status: str | None = None,
+        details: Sequence[Mapping[str, Any]] = (),
+        reason: str | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.status_code = status_code
+        self.status = status
+        self.message = message
+        self.details = list(details)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        head = f"{self.status_code} {self.status}" if self.status else str(self.status_code)
+        text = f"{head}: {self.message}"
+        if self.reason:
+            text += f" (reason: {self.reason})"
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after:g}s)"
+        if self.attempts > 1:
+            text += f" (after {self.attempts} attempts)"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code!r}, status={self.status!r}, "
+            f"message={self.message!r}, reason={self.reason!r}, "
+            f"retry_after={self.retry_after!r}, attempts={self.attempts!r})"
+        )
+
+    @property
+    def field_violations(self) -> list[tuple[str, str]]:
+        """``(field, description)`` pairs from any ``google.rpc.BadRequest`` detail."""
+        out: list[tuple[str, str]] = []
+        for item in self.details:
+            if str(item.get("@type", "")).endswith("google.rpc.BadRequest"):
+                for violation in item.get("fieldViolations") or ():
+                    if isinstance(violation, Mapping):
+                        out.append(
+                            (str(violation.get("field", "")), str(violation.get("description", "")))
+                        )
+        return out
+
+
+class BadRequestError(APIStatusError):
+    """400: the service refused the request (a bad field, a time too far ahead ...)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401, or 400 with reason ``API_KEY_INVALID``: the API key was not accepted."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but may not mint tokens (API not enabled, region ...)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: wrong base URL or API version (tokens exist only in ``v1alpha``)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: quota exhausted. See ``retry_after``."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the service (or a proxy in front of it) failed."""
+
+
+class APIConnectionError(APIError):
+    """No usable answer arrived: connection refused or reset, DNS or TLS failure."""
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """The connect timeout, the total timeout or the call's deadline expired."""
+
+
+class InvalidResponseError(APIError):
+    """The service answered 2xx, but not with a usable token (not JSON, no ``name`` ...).
+
+    Not retried: the service may have minted a token that we could not read.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 200, attempts: int = 1) -> None:
+        self.status_code = status_code
+        self.attempts = attempts
+        super().__init__(message)
+
+
+def _parse_duration(value: object) -> float | None:
+    """Parse a protobuf Duration in JSON form (``"1.5s"``) into seconds."""
+    if not isinstance(value, str) or not value.endswith("s"):
+        return None
+    try:
+        seconds = float(value[:-1])
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _summarize_body(body: bytes, content_type: str) -> str:
+    if not body.strip():
+        return "empty response body"
+    if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+        return f"non-JSON ({content_type or 'unknown content type'}) response body"
+    text = body[:200].decode("utf-8", "replace").strip()
+    return f"unparseable response body: {text!r}"
+
+
+def error_from_response(
+    status_code: int,
+    body: bytes,
+    *,
+    content_type: str = "",
+    retry_after_header: float | None = None,
+    redact: Sequence[str] = (),
+) -> APIStatusError:
+    """Build the typed exception for a non-2xx response.
+
+    Args:
+        status_code: The HTTP status.
+        body: The raw body (possibly empty, HTML, or a ``google.rpc.Status``).
+        content_type: The response's Content-Type, used for a helpful message.
+        retry_after_header: The parsed ``Retry-After`` header, if any.
+        redact: Secrets to blank out of the message should the service echo them.
+    """
+    status: str | None = None
+    message = ""
+    details: list[Mapping[str, Any]] = []
+    reason: str | None = None
+    retry_after = retry_after_header
+    try:
+        payload = json.loads(body) if body.strip() else None
+    except ValueError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        raw_status, raw_message = error.get("status"), error.get("message")
+        status = raw_status if isinstance(raw_status, str) else None
+        message = raw_message if isinstance(raw_message, str) else ""
+        raw_details = error.get("details")
+        if isinstance(raw_details, list):
+            details = [d for d in raw_details if isinstance(d, dict)]
+        for item in details:
+            kind = str(item.get("@type", "")).removeprefix(_TYPE_PREFIX)
+            if kind == "ErrorInfo" and isinstance(item.get("reason"), str) and reason is None:
+                reason = item["reason"]
+            elif kind == "RetryInfo" and retry_after is None:
+                retry_after = _parse_duration(item.get("retryDelay"))
+    if not message:
+        message = (
+            _summarize_body(body, content_type)
+            if error is None
+            else f"HTTP {status_code} with no message"
+        )
+    for secret in redact:
+        if secret:
+            message = message.replace(secret, "***")
+    cls = _class_for(status_code, reason)
+    return cls(
+        message,
+        status_code=status_code,
+        status=status,
+        details=details,
+        reason=reason,
+        retry_after=retry_after,
+    )
+
+
+def _class_for(status_code: int, reason: str | None) -> type[APIStatusError]:
+    if status_code == 401 or reason == "API_KEY_INVALID":
+        return AuthenticationError
+    if status_code >= 500:
+        return ServerError
+    return {
+        400: BadRequestError,
+        403: PermissionDeniedError,
+        404: NotFoundError,
+        429: RateLimitError,
+    }.get(status_code, APIStatusError)

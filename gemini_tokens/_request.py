@@ -1,0 +1,178 @@
+"""Options -> a validated `TokenRequest`, before anything is sent.
+
+Every rule the service enforces that can be checked locally is checked here, so a mistake
+surfaces as a `ValidationError` naming the option, not as a 400 from the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from gemini_tokens._converters import (
+    LOCKABLE_FIELDS,
+    _did_you_mean,
+    snake,
+    structure_constraints,
+)
+from gemini_tokens._errors import ValidationError
+from gemini_tokens._models import LiveConnectConstraints
+
+__all__ = ["CREATE_OPTIONS", "MAX_AHEAD", "TokenRequest", "build_request", "reject_unknown"]
+
+#: The service refuses times this far ahead or more.
+MAX_AHEAD = dt.timedelta(hours=20)
+DEFAULT_EXPIRE_MINUTES = 30
+DEFAULT_NEW_SESSION_EXPIRE_MINUTES = 1
+
+#: The keyword options of ``create()``.
+CREATE_OPTIONS = (
+    "uses",
+    "expire_minutes",
+    "expire_time",
+    "new_session_expire_minutes",
+    "new_session_expire_time",
+    "live_connect_constraints",
+    "lock_additional_fields",
+    "max_retries",
+    "deadline",
+)
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """A validated token request: what goes on the wire, in Python types."""
+
+    uses: int
+    expire_time: dt.datetime
+    new_session_expire_time: dt.datetime
+    constraints: LiveConnectConstraints | None = None
+    lock_additional_fields: tuple[str, ...] | None = None
+
+
+def reject_unknown(options: Mapping[str, Any]) -> None:
+    """Raise for keyword options ``create()`` does not know, with a suggestion."""
+    for name in options:
+        raise ValidationError(
+            name, f"is not an option of create(){_did_you_mean(name, CREATE_OPTIONS)}"
+        )
+
+
+def _check_minutes(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(name, f"must be a number of minutes, not {type(value).__name__}")
+    if not value > 0:
+        raise ValidationError(name, f"must be positive; got {value!r}")
+    if dt.timedelta(minutes=value) >= MAX_AHEAD:
+        raise ValidationError(name, f"must be less than 20 hours (1200 minutes); got {value!r}")
+    return float(value)
+
+
+def _check_time(name: str, value: Any, now: dt.datetime) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(name, f"must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            name, "must be timezone-aware (e.g. datetime.now(timezone.utc) + timedelta(...))"
+        )
+    if value <= now:
+        raise ValidationError(name, "must be in the future")
+    if value - now >= MAX_AHEAD:
+        raise ValidationError(name, "must be less than 20 hours ahead (the service's limit)")
+    return value.astimezone(dt.timezone.utc)
+
+
+def _resolve(
+    minutes_name: str,
+    minutes: Any,
+    time_name: str,
+    time: Any,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    if minutes is not None and time is not None:
+        raise ValidationError(minutes_name, f"give either {minutes_name} or {time_name}, not both")
+    if time is not None:
+        return _check_time(time_name, time, now)
+    if minutes is not None:
+        return now + dt.timedelta(minutes=_check_minutes(minutes_name, minutes))
+    return None
+
+
+def _check_lock(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValidationError(
+            "lock_additional_fields", "must be None or a list of config field names"
+        )
+    names = []
+    for index, name in enumerate(value):
+        field = f"lock_additional_fields[{index}]"
+        if not isinstance(name, str):
+            raise ValidationError(field, f"must be a string, not {type(name).__name__}")
+        if snake(name) not in LOCKABLE_FIELDS:
+            raise ValidationError(
+                field,
+                f"{name!r} is not a lockable config field"
+                f"{_did_you_mean(name, LOCKABLE_FIELDS)}",
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def build_request(
+    *,
+    uses: Any = 1,
+    expire_minutes: Any = None,
+    expire_time: Any = None,
+    new_session_expire_minutes: Any = None,
+    new_session_expire_time: Any = None,
+    live_connect_constraints: Any = None,
+    lock_additional_fields: Any = None,
+    now: dt.datetime | None = None,
+) -> TokenRequest:
+    """Validate ``create()``'s options into a `TokenRequest`.
+
+    Raises:
+        ValidationError: naming the option and the rule it breaks.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if isinstance(uses, bool) or not isinstance(uses, int):
+        raise ValidationError("uses", f"must be an integer, not {type(uses).__name__}")
+    if uses < 0:
+        raise ValidationError("uses", f"must be 0 (no limit) or more; got {uses}")
+    expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
+    new_session = _resolve(
+        "new_session_expire_minutes",
+        new_session_expire_minutes,
+        "new_session_expire_time",
+        new_session_expire_time,
+        now,
+    )
+    if expire is None:
+        expire = now + dt.timedelta(minutes=DEFAULT_EXPIRE_MINUTES)
+    if new_session is None:
+        # The default new-session deadline never outlives the token.
+        new_session = min(now + dt.timedelta(minutes=DEFAULT_NEW_SESSION_EXPIRE_MINUTES), expire)
+    elif new_session > expire:
+        name = (
+            "new_session_expire_time"
+            if new_session_expire_time is not None
+            else "new_session_expire_minutes"
+        )
+        raise ValidationError(name, "must not be later than the token's expiry")
+    constraints = (
+        None
+        if live_connect_constraints is None
+        else structure_constraints(live_connect_constraints)
+    )
+    return TokenRequest(
+        uses=uses,
+        expire_time=expire,
+        new_session_expire_time=new_session,
+        constraints=constraints,
+        lock_additional_fields=_check_lock(lock_additional_fields),
+    )
