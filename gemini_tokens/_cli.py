@@ -40,12 +40,11 @@ def _build_parser() -> argparse.ArgumentParser:
             "Mint an ephemeral token and print it on stdout as JSON (the token.to_dict() form: "
             "name, expireTime, newSessionExpireTime, uses, bidiGenerateContentSetup, fieldMask)."
         ),
-        epilog=_EPILOG
-        + "\nexamples:\n"
+        epilog=_EPILOG + "\nexamples:\n"
         "  gemini-tokens create --uses 1 --model gemini-2.5-flash-native-audio-preview-12-2025 "
         "--modality audio\n"
         "  gemini-tokens create --model M --temperature 0.7 --lock-set --lock top_p\n"
-        "  gemini-tokens create --config '{\"system_instruction\": \"Be brief.\"}'\n",
+        '  gemini-tokens create --config \'{"system_instruction": "Be brief."}\'\n',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     when = create.add_argument_group("lifetime")

@@ -244,9 +244,7 @@ def _attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
 
         def structure(value: Any, _: Any) -> Any:
             if isinstance(value, cls):
-                items: Iterable[tuple[str, Any]] = (
-                    (name, getattr(value, name)) for name in fields
-                )
+                items: Iterable[tuple[str, Any]] = ((name, getattr(value, name)) for name in fields)
             elif isinstance(value, Mapping):
                 items = value.items()
             else:

@@ -116,8 +116,7 @@ def _check_lock(value: Any) -> tuple[str, ...] | None:
         if snake(name) not in LOCKABLE_FIELDS:
             raise ValidationError(
                 field,
-                f"{name!r} is not a lockable config field"
-                f"{_did_you_mean(name, LOCKABLE_FIELDS)}",
+                f"{name!r} is not a lockable config field{_did_you_mean(name, LOCKABLE_FIELDS)}",
             )
         names.append(name)
     return tuple(names)

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real token server on 127.0.0.1 that records what it receives.
+
+The server runs on its own event loop in its own thread, so both the async client (on the
+test's loop) and the sync facade (on its private loop) talk to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+API_KEY = "test-key-5f2d9c81b7"  # a fake key; tests assert it never leaks into messages
+
+
+class RecordingServer:
+    """An aiohttp server answering ``POST /v1alpha/auth_tokens`` like the service.
+
+    By default it echoes the body back as an AuthToken with a fresh random ``name``.
+    ``respond`` replaces that with a function of the parsed body.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.respond: Callable[[dict[str, Any]], web.StreamResponse] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = json.loads(raw)
+        self.requests.append(
+            {"body": body, "headers": dict(request.headers), "path": request.path, "raw": raw}
+        )
+        if self.respond is not None:
+            return self.respond(body)
+        return web.json_response({"name": f"auth_tokens/{secrets.token_urlsafe(24)}", **body})
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1alpha/auth_tokens", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    @property
+    def last_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.requests[-1]["body"]
+        return body
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    """A recording token server on 127.0.0.1, in its own thread."""
+    srv = RecordingServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's real key or endpoint."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)

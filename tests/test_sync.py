@@ -1,0 +1,210 @@
+"""The sync facade: scripts, threads, a running loop, fork, and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import gemini_tokens
+from gemini_tokens import Client, ConfigurationError
+
+from .conftest import API_KEY, RecordingServer
+
+
+def _loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "gemini-tokens-loop"]
+
+
+def test_create_and_close_leaves_no_thread(server: RecordingServer) -> None:
+    before = len(_loop_threads())
+    client = Client(API_KEY, base_url=server.base_url)
+    assert len(_loop_threads()) == before  # the loop starts lazily
+    token = client.create(uses=2)
+    assert token.uses == 2
+    assert len(_loop_threads()) == before + 1
+    client.close()
+    client.close()  # idempotent
+    assert len(_loop_threads()) == before
+    assert client.closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        client.create()
+
+
+def test_no_unclosed_session_warning(server: RecordingServer) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Client(API_KEY, base_url=server.base_url) as client:
+            client.create()
+        del client
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+
+
+def test_forgotten_client_is_cleaned_up_by_gc(server: RecordingServer) -> None:
+    before = len(_loop_threads())
+    client = Client(API_KEY, base_url=server.base_url)
+    client.create()
+    del client
+    gc.collect()
+    assert len(_loop_threads()) == before
+
+
+def test_many_threads_share_one_client(server: RecordingServer) -> None:
+    with (
+        Client(API_KEY, base_url=server.base_url) as client,
+        ThreadPoolExecutor(max_workers=16) as pool,
+    ):
+        tokens = list(pool.map(lambda i: client.create(uses=i), range(64)))
+    assert [t.uses for t in tokens] == list(range(64))
+    assert len({t.name for t in tokens}) == 64
+    assert len(server.requests) == 64
+
+
+async def test_sync_call_inside_running_loop(server: RecordingServer) -> None:
+    """A sync call made in a coroutine neither deadlocks nor raises 'loop already running'."""
+    with Client(API_KEY, base_url=server.base_url) as client:
+        token = client.create(uses=3)
+    assert token.uses == 3
+
+
+def test_sync_call_from_a_notebook_like_loop(server: RecordingServer) -> None:
+    async def cell() -> int | None:
+        with Client(API_KEY, base_url=server.base_url) as client:
+            return client.create(uses=5).uses
+
+    assert asyncio.run(cell()) == 5
+
+
+def test_calling_from_its_own_loop_is_refused(server: RecordingServer) -> None:
+    with Client(API_KEY, base_url=server.base_url) as client:
+        client.create()
+
+        async def inner() -> None:
+            client.create()
+
+        future = client._submit(inner())
+        with pytest.raises(ConfigurationError, match="its own event loop"):
+            future.result(10)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_gets_fresh_loop_and_session(server: RecordingServer) -> None:
+    """Celery prefork / gunicorn --preload: a client used before fork works in the child."""
+    client = Client(API_KEY, base_url=server.base_url)
+    parent_token = client.create(uses=1)
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a multi-threaded process; that is the scenario.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_fd)
+            token = client.create(uses=7)
+            again = client.create(uses=8)
+            message = json.dumps({"uses": [token.uses, again.uses], "pid": os.getpid()})
+            os.write(write_fd, message.encode())
+            client.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as pipe:
+        report = json.loads(pipe.read() or "{}")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report["uses"] == [7, 8]
+    # The parent's client still works after the child used (and closed) its own copy.
+    after = client.create(uses=9)
+    assert after.uses == 9
+    assert parent_token.name != after.name
+    client.close()
+
+
+def test_fork_in_a_fresh_interpreter_exits_cleanly(server: RecordingServer) -> None:
+    """The child exits normally (atexit, finalizers): no 'Unclosed' noise, parent unharmed."""
+    script = f"""
+import os, sys, warnings
+warnings.simplefilter("error")
+warnings.simplefilter("ignore", DeprecationWarning)
+import gemini_tokens
+client = gemini_tokens.Client({API_KEY!r}, base_url={server.base_url!r})
+client.create()
+pid = os.fork()
+if pid == 0:
+    client.create(uses=4)
+    sys.exit(0)   # a normal exit: atexit hooks and finalizers run in the child
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print(client.create(uses=6).uses)
+client.close()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "6"
+    assert "Unclosed" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_shot_helpers_use_the_environment(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.setenv("GEMINI_BASE_URL", server.base_url)
+    gemini_tokens.close_default_client()
+    try:
+        token = gemini_tokens.create(uses=2)
+        assert token.uses == 2
+
+        async def main() -> int | None:
+            first = await gemini_tokens.acreate(uses=3)
+            results = await asyncio.gather(*(gemini_tokens.acreate(uses=i) for i in range(5)))
+            assert [t.uses for t in results] == list(range(5))
+            return first.uses
+
+        assert asyncio.run(main()) == 3
+        assert server.requests[0]["headers"]["x-goog-api-key"] == API_KEY
+    finally:
+        gemini_tokens.close_default_client()
+
+
+def test_acreate_cancellation_cancels_the_request(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp import web
+
+    release = threading.Event()
+
+    def slow(body: dict[str, object]) -> web.StreamResponse:
+        release.wait(5)
+        return web.json_response({"name": "auth_tokens/late"})
+
+    server.respond = slow
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.setenv("GEMINI_BASE_URL", server.base_url)
+    gemini_tokens.close_default_client()
+    try:
+
+        async def main() -> None:
+            task = asyncio.ensure_future(gemini_tokens.acreate())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+    finally:
+        release.set()
+        gemini_tokens.close_default_client()
