@@ -37,8 +37,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "create",
         help="mint a token and print it as JSON",
         description=(
-            "Mint an ephemeral token and print it on stdout as JSON (the token.to_dict() form: "
-            "name, expireTime, newSessionExpireTime, uses, bidiGenerateContentSetup, fieldMask)."
+            "Mint an ephemeral token and print it on stdout as JSON, in the token.to_dict()\n"
+            "form: name, expireTime, newSessionExpireTime, uses, bidiGenerateContentSetup,\n"
+            "fieldMask. Hand that to the client; it never contains the API key."
         ),
         epilog=_EPILOG + "\nexamples:\n"
         "  gemini-tokens create --uses 1 --model gemini-2.5-flash-native-audio-preview-12-2025 "
@@ -49,7 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     when = create.add_argument_group("lifetime")
     when.add_argument(
-        "--uses", type=int, default=1, help="sessions the token may open; 0 = no limit (default 1)"
+        "--uses",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sessions the token may open; 0 = no limit (default 1)",
     )
     when.add_argument(
         "--expire-minutes", type=float, metavar="N", help="token lifetime in minutes (default 30)"
@@ -68,8 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="response modality (audio, text); repeat for several",
     )
-    what.add_argument("--temperature", type=float, help="sampling temperature")
-    what.add_argument("--voice", help="a prebuilt voice name, e.g. Kore")
+    what.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    what.add_argument("--voice", metavar="NAME", help="a prebuilt voice name, e.g. Kore")
     what.add_argument(
         "--system-instruction", metavar="TEXT", help="the system instruction, as text"
     )
@@ -93,7 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also lock this config field, e.g. temperature; repeat for several",
     )
     connection = create.add_argument_group("connection")
-    connection.add_argument("--base-url", help="service root (default: GEMINI_BASE_URL or Google)")
+    connection.add_argument(
+        "--base-url", metavar="URL", help="service root (default: GEMINI_BASE_URL or Google)"
+    )
     connection.add_argument("--timeout", type=float, metavar="S", help="seconds per attempt")
     connection.add_argument("--max-retries", type=int, metavar="N", help="retries (default 2)")
     create.set_defaults(handler=_cmd_create)
