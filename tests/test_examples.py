@@ -1,0 +1,275 @@
+"""Every recipe in examples/ runs against the emulator: in-process and as real servers/workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gemini_tokens.testing import Emulator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+AUTH = {"Authorization": "Bearer demo-user-token"}
+
+
+def _env_for(emu: Emulator, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
+    env.update(GEMINI_API_KEY=emu.api_key, GEMINI_BASE_URL=emu.base_url, **extra)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - 127.0.0.1 only
+            return
+        except urllib.error.HTTPError:
+            return  # the server answers
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def _post(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="POST", headers=headers or {}, data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+# --- aiohttp ------------------------------------------------------------------------------
+
+
+async def test_aiohttp_app(gemini_emulator: Emulator) -> None:
+    from examples import aiohttp_app
+
+    app = aiohttp_app.make_app()
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        assert (await http.post("/token")).status == 401
+        assert (await http.post("/token", headers={"Authorization": "Bearer nope"})).status == 401
+
+        response = await http.post("/token", headers=AUTH)
+        assert response.status == 200
+        data = await response.json()
+        assert data["name"].startswith("auth_tokens/")
+        assert gemini_emulator.api_key not in json.dumps(data)
+        assert gemini_emulator.token(data["name"]) is not None
+
+        # The token opens a Live session through the emulator.
+        session_http = http.session
+        async with session_http.ws_connect(data["liveUrl"]) as ws:
+            await ws.send_json({"setup": {"model": data["bidiGenerateContentSetup"]["model"]}})
+            first = await ws.receive(timeout=10)  # binary frames, as the service sends
+            assert "setupComplete" in json.loads(first.data)
+
+        # The service's back-off is passed on, not slept.
+        gemini_emulator.fail_next(status=429, retry_after=30)
+        limited = await http.post("/token", headers=AUTH)
+        assert limited.status == 429
+        assert limited.headers["Retry-After"] == "30"
+        gemini_emulator.fail_next(status=403)
+        assert (await http.post("/token", headers=AUTH)).status == 502
+
+        shared: aiohttp.ClientSession = app[aiohttp_app.TOKENS]._session  # type: ignore[assignment]
+    # cleanup_ctx closed the app's shared session on shutdown.
+    assert shared is None or shared.closed
+
+
+async def test_aiohttp_index_serves_the_browser_page(gemini_emulator: Emulator) -> None:
+    from examples import aiohttp_app
+
+    async with TestClient(TestServer(aiohttp_app.make_app(), host="127.0.0.1")) as http:
+        page = await http.get("/")
+        assert page.status == 200
+        assert "app.js" in await page.text()
+        script = await http.get("/static/app.js")
+        assert script.status == 200
+
+
+# --- FastAPI ------------------------------------------------------------------------------
+
+
+def test_fastapi_app(gemini_emulator_sync: Emulator) -> None:
+    from fastapi.testclient import TestClient as FastAPITestClient
+
+    from examples import fastapi_app
+
+    with FastAPITestClient(fastapi_app.app, base_url="http://127.0.0.1") as http:
+        assert http.post("/token").status_code == 401
+        ok = http.post("/token", headers=AUTH)
+        assert ok.status_code == 200
+        assert ok.json()["name"].startswith("auth_tokens/")
+        assert ok.json()["bidiGenerateContentSetup"]["generationConfig"] == {
+            "responseModalities": ["AUDIO"]
+        }
+
+        gemini_emulator_sync.fail_next(status=429, retry_after=45)
+        limited = http.post("/token", headers=AUTH)
+        assert limited.status_code == 429
+        assert limited.headers["Retry-After"] == "45"
+
+        gemini_emulator_sync.fail_next(status=503, times=3)
+        unavailable = http.post("/token", headers=AUTH)
+        assert unavailable.status_code == 503  # after the client's own retries
+        assert unavailable.headers["Retry-After"] == "1"
+    assert len(gemini_emulator_sync.tokens) == 1
+
+
+# --- Flask under gunicorn --preload -------------------------------------------------------
+
+
+def test_flask_app_in_process(gemini_emulator_sync: Emulator) -> None:
+    import importlib
+
+    from examples import flask_app
+
+    flask_app = importlib.reload(flask_app)  # its module-level client reads the environment now
+    try:
+        http = flask_app.app.test_client()
+        assert http.post("/token").status_code == 401
+        ok = http.post("/token", headers=AUTH)
+        assert ok.status_code == 200
+        assert ok.get_json()["name"].startswith("auth_tokens/")
+        gemini_emulator_sync.fail_next(status=429, retry_after=60)
+        limited = http.post("/token", headers=AUTH)
+        assert limited.status_code == 429
+        assert limited.headers["Retry-After"] == "60"
+    finally:
+        flask_app.tokens.close()
+
+
+@pytest.mark.slow
+def test_flask_app_under_gunicorn_preload() -> None:
+    """Real prefork: the client is built in the master, used in two forked workers."""
+    pytest.importorskip("gunicorn")
+    with Emulator.running() as emu:
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "--preload", "-w", "2",
+                "-b", f"127.0.0.1:{port}", "examples.flask_app:app",
+            ],
+            cwd=ROOT,
+            env=_env_for(emu),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/")
+            results = [_post(f"http://127.0.0.1:{port}/token", AUTH) for _ in range(12)]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
+        assert [status for status, _, _ in results] == [200] * 12, output
+        names = {body["name"] for _, _, body in results}
+        assert len(names) == 12
+        assert len(emu.tokens) == 12
+        assert "Traceback" not in output
+        assert "Unclosed" not in output
+
+
+# --- Celery prefork ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_celery_task_under_prefork(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("celery")
+    with Emulator.running() as emu:
+        env = _env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
+        worker = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker",
+                "-P", "prefork", "-c", "2", "-l", "warning",
+                "--without-heartbeat", "--without-mingle", "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        script = (
+            "import json\n"
+            "from examples.celery_app import mint_token\n"
+            "results = [mint_token.delay(f'user{i}', uses=2) for i in range(8)]\n"
+            "print(json.dumps([r.get(timeout=60) for r in results]))\n"
+        )
+        try:
+            client = subprocess.run(
+                [sys.executable, "-c", script],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=60)
+        assert client.returncode == 0, client.stderr + output
+        minted = json.loads(client.stdout)
+        assert [m["user"] for m in minted] == [f"user{i}" for i in range(8)]
+        assert all(m["name"].startswith("auth_tokens/") for m in minted)
+        assert all(m["uses"] == 2 for m in minted)
+        assert worker.pid not in {m["pid"] for m in minted}  # minted in forked children
+        assert len(emu.tokens) == 8
+        assert "Traceback" not in output
+
+
+# --- a plain script ---------------------------------------------------------------------
+
+
+def test_plain_script(gemini_emulator_sync: Emulator) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "plain_script.py")],
+        env=_env_for(gemini_emulator_sync),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["user"] == "alice"
+    assert data["name"].startswith("auth_tokens/")
+    assert gemini_emulator_sync.api_key not in result.stdout
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_children() -> Iterator[None]:
+    yield
+    # Every subprocess above is waited for; a zombie would mean a leak.
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pid = 0
+    assert pid == 0
