@@ -21,7 +21,7 @@ from celery import Celery
 import gemini_tokens
 
 _DIR = pathlib.Path(os.environ.get("TOKEN_QUEUE_DIR", tempfile.gettempdir())) / "token-queue"
-for _sub in ("queue", "processed", "results"):
+for _sub in ("queue", "processed", "results", "control"):
     (_DIR / _sub).mkdir(parents=True, exist_ok=True)
 
 app = Celery(
@@ -33,6 +33,7 @@ app.conf.broker_transport_options = {
     "data_folder_in": str(_DIR / "queue"),
     "data_folder_out": str(_DIR / "queue"),
     "processed_folder": str(_DIR / "processed"),
+    "control_folder": str(_DIR / "control"),
 }
 app.conf.broker_connection_retry_on_startup = True
 

@@ -1,0 +1,679 @@
+"""`Emulator`: a local stand-in for the token service and the Live API.
+
+One aiohttp application answers ``POST /v1alpha/auth_tokens`` (minting, validated as the
+service does) and the Live API WebSocket (`_live`), on 127.0.0.1 and a free port. It keeps
+records (`tokens`, `requests`, `sessions`), has a clock a test can advance, and can be told
+to fail, stall or drop the next requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import json
+import re
+import secrets
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import attrs
+
+from gemini_tokens._converters import camel, live_url, parse_time
+from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.testing._clock import Clock
+from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
+from gemini_tokens.testing._setup import (
+    WireError,
+    check_covered,
+    invalid_value,
+    parse_mask,
+    parse_setup,
+    unknown_field,
+)
+
+if TYPE_CHECKING:
+    import ssl
+    from types import TracebackType
+
+    from aiohttp import web
+
+    from gemini_tokens.testing._live import _Socket
+    from gemini_tokens.testing._tls import ThrowawayCA
+
+__all__ = ["Emulator"]
+
+E = TypeVar("E", bound="Emulator")
+
+_WS_PATH = re.compile(
+    r"/ws/google\.ai\.generativelanguage\.(v1alpha|v1beta)\.GenerativeService\."
+    r"(BidiGenerateContent|BidiGenerateContentConstrained)"
+)
+_TOKEN_PATH = re.compile(r"/(v[0-9][a-z0-9]*)/auth_tokens")
+_TOKEN_FIELDS = frozenset(
+    {"name", "uses", "expireTime", "newSessionExpireTime", "bidiGenerateContentSetup", "fieldMask"}
+)
+_MAX_AHEAD = dt.timedelta(hours=20)
+_DEFAULT_EXPIRE = dt.timedelta(minutes=30)
+_DEFAULT_NEW_SESSION = dt.timedelta(seconds=60)
+_TYPE = "type.googleapis.com/google.rpc."
+
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_FAULT_MESSAGES = {
+    429: "Resource has been exhausted (e.g. check quota).",
+    500: "An internal error has occurred. Please retry or report in "
+    "https://developers.generativeai.google/guide/troubleshooting",
+    503: "The service is currently unavailable.",
+    504: "The request timed out. Please try again.",
+}
+_UNREGISTERED = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
+_KEY_INVALID = "API key not valid. Please pass a valid API key."
+
+
+def status_body(
+    code: int, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A ``google.rpc.Status`` error body."""
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "status": _STATUS_NAMES.get(code, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    from aiohttp import web
+
+    return web.Response(
+        body=json.dumps(body, indent=2).encode(),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def _bad_request(exc: WireError) -> web.Response:
+    violation = (
+        {"field": exc.field, "description": exc.message}
+        if exc.field
+        else {"description": exc.message}
+    )
+    detail = {"@type": _TYPE + "BadRequest", "fieldViolations": [violation]}
+    return _json_response(status_body(400, exc.message, [detail]), 400)
+
+
+@attrs.frozen
+class _Fail:
+    status: int
+    retry_after: float | None
+    body: Any
+
+    def response(self) -> web.Response:
+        from aiohttp import web
+
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = format(self.retry_after, "g")
+        if self.body is None:
+            message = _FAULT_MESSAGES.get(self.status, f"Injected failure ({self.status}).")
+            details: list[dict[str, Any]] = []
+            if self.retry_after is not None:
+                details.append(
+                    {"@type": _TYPE + "RetryInfo", "retryDelay": f"{self.retry_after:g}s"}
+                )
+            return _json_response(status_body(self.status, message, details), self.status, headers)
+        if isinstance(self.body, Mapping):
+            return _json_response(self.body, self.status, headers)
+        data = self.body.encode() if isinstance(self.body, str) else bytes(self.body)
+        stripped = data.lstrip()
+        content_type = (
+            "text/html"
+            if stripped.startswith(b"<")
+            else "application/json"
+            if stripped.startswith((b"{", b"["))
+            else "text/plain"
+        )
+        return web.Response(
+            body=data, status=self.status, content_type=content_type, headers=headers
+        )
+
+
+_DROP = "drop"
+
+
+class Emulator:
+    """A faithful local stand-in for the token service and the Live API.
+
+    Use it as ``async with Emulator() as emu:`` on your test's event loop, or, from sync code,
+    ``with Emulator.running() as emu:`` (it then runs on its own loop in its own thread).
+    Point a client at ``emu.base_url`` with ``emu.api_key``::
+
+        async with Emulator() as emu:
+            async with gemini_tokens.AsyncClient(emu.api_key, base_url=emu.base_url) as client:
+                token = await client.create(live_connect_constraints={"model": "m"})
+            assert emu.tokens[0].setup == {"model": "models/m"}
+
+    What it serves:
+
+    - ``POST /v1alpha/auth_tokens``: checks ``x-goog-api-key`` (400 ``API_KEY_INVALID`` for a
+      wrong key, 403 for none, 401 for a bearer credential), validates the body as the service
+      does (unknown fields, times in the past or 20 h or more ahead, negative ``uses``, invalid
+      or uncovering field masks: 400 with ``BadRequest`` details), applies the defaults
+      (``uses`` 1, expiry in 30 minutes, new sessions for 60 seconds) and answers the AuthToken
+      with a random ``auth_tokens/...`` name. Another API version: 404.
+    - the Live API WebSocket: the ``BidiGenerateContentConstrained`` method takes a token as
+      the ``access_token`` query parameter or an ``Authorization: Token ...`` header and
+      enforces it, closing the socket after the client's first message with the service's
+      codes: unknown token 1008 "Auth token not found.", expired 1008 "Auth token has
+      expired." (also on the next message of an open session), past ``newSessionExpireTime``
+      1008, used up 1011 "Token has been used too many times", first message not ``setup``,
+      a second ``setup`` or an invalid field 1007. The effective setup follows the locking
+      rules (no mask: the token's setup whole; a mask: the masked paths from the token, the
+      rest from the client). The plain ``BidiGenerateContent`` method takes the API key and
+      refuses tokens (1008 "Method doesn't allow unregistered callers ..."). A
+      ``clientContent`` text turn gets a deterministic text reply stating the effective
+      model, modalities and temperature, then ``turnComplete``.
+
+    Args:
+        api_key: The key it accepts. Default: a random one (see `api_key`).
+        host: The address to bind; loopback by default.
+        port: The port; 0 picks a free one.
+        tls: Serve https and wss with a throwaway CA made at start (needs ``trustme``); see
+            `ca_file` and `ssl_context`.
+        clock: The clock token times are checked against. Default: real time, advanced by
+            `advance`.
+        count_resumption_as_use: Count resuming a session with a handle as a use, as users
+            report the service doing (the documentation says it is not a use).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+        clock: Clock | None = None,
+        count_resumption_as_use: bool = False,
+    ) -> None:
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise ConfigurationError("api_key must be a non-empty string")
+        self._api_key = api_key.strip() if api_key else "emulator-" + secrets.token_urlsafe(18)
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self.clock = clock if clock is not None else Clock()
+        self._count_resumption_as_use = count_resumption_as_use
+        self._tokens: dict[str, IssuedToken] = {}
+        self._requests: list[RecordedRequest] = []
+        self._sessions: list[LiveSession] = []
+        self._handles: dict[str, LiveSession] = {}
+        self._websockets: set[_Socket] = set()
+        self._faults: collections.deque[_Fail | str] = collections.deque()
+        self._delays: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        self._runner: web.AppRunner | None = None
+        self._ca: ThrowawayCA | None = None
+        self._stopping: asyncio.Event | None = None
+        self._base_url: str | None = None
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"Emulator({where}, tls={self._tls}, tokens={len(self._tokens)})"
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def start(self: E) -> E:
+        """Start serving on the running event loop. Returns the emulator.
+
+        Raises:
+            ConfigurationError: already started, or ``tls=True`` without ``trustme``.
+            OSError: the port cannot be bound.
+        """
+        from aiohttp import web
+
+        if self._runner is not None:
+            raise ConfigurationError("this emulator is already running")
+        ssl_context = None
+        if self._tls:
+            from gemini_tokens.testing._tls import ThrowawayCA
+
+            self._ca = ThrowawayCA()
+            ssl_context = self._ca.server_context()
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app.on_shutdown.append(self._close_websockets)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=ssl_context)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            if self._ca is not None:
+                self._ca.close()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._base_url = f"{'https' if self._tls else 'http'}://{netloc}"
+        return self
+
+    async def stop(self) -> None:
+        """Close every Live socket (1001), stop serving and delete the CA file. Idempotent."""
+        runner, self._runner = self._runner, None
+        try:
+            if runner is not None:
+                if self._stopping is not None:
+                    self._stopping.set()
+                await runner.cleanup()
+        finally:
+            if self._ca is not None:
+                self._ca.close()
+
+    async def __aenter__(self: E) -> E:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls: type[E], **options: Any) -> Iterator[E]:
+        """Run an emulator on its own event loop in its own thread, for sync code.
+
+        Takes the same options as `Emulator`. On exit the emulator is stopped and the thread
+        joined::
+
+            with Emulator.running() as emu:
+                with gemini_tokens.Client(emu.api_key, base_url=emu.base_url) as client:
+                    client.create()
+        """
+        emu = cls(**options)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=loop.run_forever, name="gemini-tokens-emulator", daemon=True
+        )
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(emu.start(), loop).result(30)
+            yield emu
+        finally:
+            try:
+                asyncio.run_coroutine_threadsafe(_shutdown(emu, loop), loop).result(30)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(30)
+                loop.close()
+
+    # -- what tests use ----------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """The API key the emulator accepts."""
+        return self._api_key
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` (``https://`` with ``tls=True``).
+
+        Raises:
+            ConfigurationError: not started.
+        """
+        if self._base_url is None:
+            raise ConfigurationError("the emulator is not started")
+        return self._base_url
+
+    @property
+    def tls(self) -> bool:
+        """Whether it serves https and wss."""
+        return self._tls
+
+    @property
+    def ca_file(self) -> str:
+        """The path of the throwaway CA's certificate (PEM), while running with ``tls=True``.
+
+        Point ``SSL_CERT_FILE`` at it for clients that read it (the official SDK does). The
+        file is deleted when the emulator stops.
+
+        Raises:
+            ConfigurationError: ``tls`` is off, or the emulator is not running.
+        """
+        if self._ca is None or self._ca.ca_file is None:
+            raise ConfigurationError("ca_file exists only while running with tls=True")
+        return self._ca.ca_file
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the emulator's CA.
+
+        Raises:
+            ConfigurationError: ``tls`` is off, or the emulator was never started.
+        """
+        if self._ca is None:
+            raise ConfigurationError("ssl_context() needs a started Emulator(tls=True)")
+        return self._ca.client_context()
+
+    @property
+    def tokens(self) -> list[IssuedToken]:
+        """The tokens minted so far, oldest first."""
+        return list(self._tokens.values())
+
+    def token(self, name: str) -> IssuedToken | None:
+        """The minted token with this name, if any."""
+        return self._tokens.get(name)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every HTTP request received (token requests and Live handshakes), oldest first."""
+        return list(self._requests)
+
+    @property
+    def sessions(self) -> list[LiveSession]:
+        """Every Live WebSocket served, accepted or refused, oldest first."""
+        return list(self._sessions)
+
+    def live_url(self, token_name: str | None = None, *, api_version: str = "v1alpha") -> str:
+        """A Live API WebSocket URL on this emulator.
+
+        With a token name: the ``BidiGenerateContentConstrained`` URL with ``access_token``
+        (what a browser opens). Without: the ``BidiGenerateContent`` URL with the API key.
+        """
+        if token_name is not None:
+            return live_url(self.base_url, api_version, token_name)
+        scheme = "wss" if self._tls else "ws"
+        return (
+            f"{scheme}{self.base_url[self.base_url.index(':') :]}/ws/google.ai.generativelanguage."
+            f"{api_version}.GenerativeService.BidiGenerateContent?key={quote(self.api_key)}"
+        )
+
+    def advance(self, *, hours: float = 0, minutes: float = 0, seconds: float = 0) -> dt.datetime:
+        """Move the emulator's clock forward (tokens expire without sleeping); returns now.
+
+        The service sees the client's later requests as from a clock that is behind: a token
+        minted afterwards with times computed from the real clock may be refused as "in the past".
+        """
+        return self.clock.advance(hours=hours, minutes=minutes, seconds=seconds)
+
+    def fail_next(
+        self,
+        status: int = 503,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        body: Mapping[str, Any] | str | bytes | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests with ``status`` instead of serving them.
+
+        Args:
+            status: The HTTP status (a 2xx with an odd ``body`` tests "not a token" handling).
+            times: How many requests in a row.
+            retry_after: Seconds, sent as ``Retry-After`` and, in the default body, as
+                ``RetryInfo.retryDelay``.
+            body: The body: None for a ``google.rpc.Status`` matching ``status``, a mapping
+                for JSON, or text/bytes sent as is (``"<html>..."`` is sent as HTML, like a
+                proxy's error page).
+
+        Faults apply to the next requests of any kind, in arrival order: token requests and
+        Live API handshakes alike.
+        """
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError("status must be an HTTP status from 200 to 599")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+        fault = _Fail(status, retry_after, body)
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    def delay_next(self, seconds: float) -> None:
+        """Stall the next request ``seconds`` (real time) before serving it."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("seconds must be a non-negative number")
+        with self._lock:
+            self._delays.append(float(seconds))
+
+    def drop_next(self, times: int = 1) -> None:
+        """Close the connection of the next ``times`` requests without answering."""
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+        with self._lock:
+            self._faults.extend([_DROP] * times)
+
+    def clear_faults(self) -> None:
+        """Forget the faults and delays not yet applied."""
+        with self._lock:
+            self._faults.clear()
+            self._delays.clear()
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+        from multidict import CIMultiDict, CIMultiDictProxy
+
+        # SDKs build "//ws/..." from a base URL ending in a slash; the service tolerates it.
+        path = re.sub(r"/{2,}", "/", request.path)
+        raw = await request.read() if request.body_exists else b""
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            method=request.method,
+            path=path,
+            query=dict(request.query),
+            headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+            raw=raw,
+            body=body,
+        )
+        self._requests.append(record)
+        with self._lock:
+            delay = self._delays.popleft() if self._delays else None
+            fault = self._faults.popleft() if self._faults else None
+        if delay:
+            await self._sleep(delay)
+        if fault == _DROP:
+            record.fault = "drop"
+            request.protocol.force_close()
+            return web.Response(status=500)  # never written: the connection is closed
+        if isinstance(fault, _Fail):
+            record.fault = "fail"
+            record.status = fault.status
+            return fault.response()
+        response = await self._route(request, path, record)
+        record.status = response.status
+        return response
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stopping is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _route(
+        self, request: web.Request, path: str, record: RecordedRequest
+    ) -> web.StreamResponse:
+        match = _WS_PATH.fullmatch(path)
+        if match:
+            from gemini_tokens.testing._live import serve_live
+
+            return await serve_live(self, request, match[2], match[1])
+        match = _TOKEN_PATH.fullmatch(path)
+        if match and match[1] == "v1alpha" and request.method == "POST":
+            return self._create_token(request, record)
+        if match:
+            # Token creation exists only in v1alpha; the service's 404 has an empty message.
+            return _json_response(status_body(404, ""), 404)
+        return _json_response(
+            status_body(
+                404,
+                f"The emulator serves POST /v1alpha/auth_tokens and the Live API WebSocket, "
+                f"not {request.method} {path}.",
+            ),
+            404,
+        )
+
+    def _create_token(self, request: web.Request, record: RecordedRequest) -> web.Response:
+        key = request.headers.get("x-goog-api-key") or request.query.get("key")
+        if not key:
+            if request.headers.get("Authorization"):
+                return _json_response(
+                    status_body(
+                        401,
+                        "Request had invalid authentication credentials. Expected OAuth 2 "
+                        "access token, login cookie or other valid authentication credential.",
+                        [
+                            {
+                                "@type": _TYPE + "ErrorInfo",
+                                "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                                "domain": "googleapis.com",
+                            }
+                        ],
+                    ),
+                    401,
+                )
+            return _json_response(status_body(403, _UNREGISTERED), 403)
+        if key != self._api_key:
+            details: list[dict[str, Any]] = [
+                {
+                    "@type": _TYPE + "ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {"@type": _TYPE + "LocalizedMessage", "locale": "en-US", "message": _KEY_INVALID},
+            ]
+            return _json_response(status_body(400, _KEY_INVALID, details), 400)
+        if record.raw.strip() and record.body is None:
+            return _bad_request(WireError("Invalid JSON payload received. Unexpected token."))
+        try:
+            token = self._mint({} if record.body is None else record.body)
+        except WireError as exc:
+            return _bad_request(exc)
+        self._tokens[token.name] = token
+        return _json_response(token.to_wire())
+
+    def _mint(self, body: Any) -> IssuedToken:
+        """Validate an AuthToken request body and make the token (not yet stored)."""
+        if not isinstance(body, Mapping):
+            raise WireError("Invalid JSON payload received. Expected an object.")
+        fields: dict[str, Any] = {}
+        for key, value in body.items():
+            name = camel(str(key))
+            if name not in _TOKEN_FIELDS:
+                raise unknown_field(str(key), "")
+            if name in fields:
+                raise invalid_value(str(key), "given twice (in camelCase and snake_case)")
+            fields[name] = value
+        now = self.clock.now()
+        uses = _parse_uses(fields.get("uses"))
+        expire = _parse_future(fields.get("expireTime"), "expire_time", now)
+        expire = expire or now + _DEFAULT_EXPIRE
+        new_session = _parse_future(
+            fields.get("newSessionExpireTime"), "new_session_expire_time", now
+        )
+        new_session = new_session or min(now + _DEFAULT_NEW_SESSION, expire)
+        raw_setup = fields.get("bidiGenerateContentSetup")
+        setup = {} if raw_setup is None else parse_setup(raw_setup, "bidi_generate_content_setup")
+        mask = parse_mask(fields.get("fieldMask"))
+        check_covered(setup, mask)
+        return IssuedToken(
+            name="auth_tokens/" + secrets.token_urlsafe(32),
+            uses=uses,
+            expire_time=expire,
+            new_session_expire_time=new_session,
+            setup=setup,
+            field_mask=mask,
+            created_at=now,
+        )
+
+    # -- for _live ---------------------------------------------------------------------------
+
+    def _new_handle(self, session: LiveSession) -> str:
+        handle = "emulator-handle-" + secrets.token_urlsafe(16)
+        self._handles[handle] = session
+        return handle
+
+    def _has_handle(self, handle: str) -> bool:
+        return handle in self._handles
+
+    async def _close_websockets(self, app: web.Application) -> None:
+        from gemini_tokens.testing._live import GOING_AWAY
+
+        sockets = [sock for sock in list(self._websockets) if not sock.ws.closed]
+        await asyncio.gather(
+            *(sock.close(1001, GOING_AWAY) for sock in sockets), return_exceptions=True
+        )
+
+
+def _parse_uses(value: Any) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)  # proto JSON accepts int32 as a string too
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_value("uses", f"expected an integer (TYPE_INT32), got {value!r}")
+    if value < 0:
+        raise WireError(f"uses must be 0 (no limit) or more; got {value}.", "uses")
+    return value
+
+
+def _parse_future(value: Any, field: str, now: dt.datetime) -> dt.datetime | None:
+    if value is None:
+        return None
+    when = parse_time(value)
+    if when is None:
+        raise invalid_value(
+            field, f"expected an RFC 3339 timestamp (google.protobuf.Timestamp), got {value!r}"
+        )
+    if when <= now:
+        raise WireError(f"{field} must be in the future.", field)
+    if when - now >= _MAX_AHEAD:
+        raise WireError(f"{field} must be less than 20 hours in the future.", field)
+    return when
+
+
+async def _shutdown(emu: Emulator, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop the emulator, then leave its private loop with nothing running."""
+    await emu.stop()
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
