@@ -15,6 +15,7 @@ import attrs
 from gemini_tokens._converters import (
     LOCKABLE_FIELDS,
     _did_you_mean,
+    format_time,
     snake,
     structure_constraints,
 )
@@ -27,6 +28,8 @@ __all__ = ["CREATE_OPTIONS", "MAX_AHEAD", "TokenRequest", "build_request", "reje
 MAX_AHEAD = dt.timedelta(hours=20)
 DEFAULT_EXPIRE_MINUTES = 30
 DEFAULT_NEW_SESSION_EXPIRE_MINUTES = 1
+_DEFAULT_EXPIRE = dt.timedelta(minutes=DEFAULT_EXPIRE_MINUTES)
+_DEFAULT_NEW_SESSION_EXPIRE = dt.timedelta(minutes=DEFAULT_NEW_SESSION_EXPIRE_MINUTES)
 
 #: The keyword options of ``create()``.
 CREATE_OPTIONS = (
@@ -51,6 +54,9 @@ class TokenRequest:
     new_session_expire_time: dt.datetime
     constraints: LiveConnectConstraints | None = None
     lock_additional_fields: tuple[str, ...] | None = None
+    #: ``(expireTime, newSessionExpireTime)`` as sent, formatted once by `build_request` (only
+    #: for UTC times, whose text parses back to the very same datetime).
+    wire_times: tuple[str, str] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def reject_unknown(options: Mapping[str, Any]) -> None:
@@ -66,7 +72,8 @@ def _check_minutes(name: str, value: Any) -> float:
         raise ValidationError(name, f"must be a number of minutes, not {type(value).__name__}")
     if not value > 0:
         raise ValidationError(name, f"must be positive; got {value!r}")
-    if dt.timedelta(minutes=value) >= MAX_AHEAD:
+    # Compared as numbers: timedelta(minutes=1e300) would overflow; inf and nan fail here too.
+    if not value < MAX_AHEAD / dt.timedelta(minutes=1):
         raise ValidationError(name, f"must be less than 20 hours (1200 minutes); got {value!r}")
     return float(value)
 
@@ -152,10 +159,10 @@ def build_request(
         now,
     )
     if expire is None:
-        expire = now + dt.timedelta(minutes=DEFAULT_EXPIRE_MINUTES)
+        expire = now + _DEFAULT_EXPIRE
     if new_session is None:
         # The default new-session deadline never outlives the token.
-        new_session = min(now + dt.timedelta(minutes=DEFAULT_NEW_SESSION_EXPIRE_MINUTES), expire)
+        new_session = min(now + _DEFAULT_NEW_SESSION_EXPIRE, expire)
     elif new_session > expire:
         name = (
             "new_session_expire_time"
@@ -168,10 +175,16 @@ def build_request(
         if live_connect_constraints is None
         else structure_constraints(live_connect_constraints)
     )
+    utc = dt.timezone.utc
     return TokenRequest(
         uses=uses,
         expire_time=expire,
         new_session_expire_time=new_session,
         constraints=constraints,
         lock_additional_fields=_check_lock(lock_additional_fields),
+        wire_times=(
+            (format_time(expire), format_time(new_session))
+            if expire.tzinfo is utc and new_session.tzinfo is utc
+            else None
+        ),
     )
