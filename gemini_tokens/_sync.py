@@ -82,22 +82,48 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the private loop and block until it finishes."""
+        """Run ``coro`` on the private loop and block until it finishes.
+
+        The hand-off is a bare lock rather than ``run_coroutine_threadsafe``'s future: the
+        two thread wake-ups are the facade's whole cost, and a lock is the cheapest way to
+        make them (see docs/performance.md).
+        """
         if self.in_loop_thread():
             coro.close()
             raise ConfigurationError(
                 "the sync Client was called from its own event loop; use AsyncClient there"
             )
-        future = self.submit(coro)
+        loop = self._ensure_loop()
+        done = threading.Lock()
+        done.acquire()
+        tasks: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coro)
+            tasks.append(task)
+            task.add_done_callback(lambda _: done.release())
+
         try:
-            return future.result()
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop was closed by a concurrent close()
+            coro.close()
+            raise ConfigurationError("this client is closed; create a new one") from None
+        try:
+            done.acquire()
         except BaseException:
             # KeyboardInterrupt while waiting: do not leave the coroutine running.
-            future.cancel()
+            loop.call_soon_threadsafe(lambda: tasks and tasks[0].cancel())
             raise
+        task = tasks[0]
+        if task.cancelled():
+            raise ConfigurationError("the client was closed while this call was in flight")
+        return task.result()
 
     def stop(self) -> None:
-        """Stop the loop and join its thread (no-op if never started or inherited)."""
+        """Stop the loop and join its thread (no-op if never started or inherited).
+
+        Calls still in flight are cancelled first, so that no caller waits forever.
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -108,6 +134,10 @@ class _LoopThread:
             return
 
         async def _drain() -> None:
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             await loop.shutdown_asyncgens()
 
         asyncio.run_coroutine_threadsafe(_drain(), loop).result()

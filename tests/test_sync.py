@@ -208,3 +208,38 @@ def test_acreate_cancellation_cancels_the_request(
     finally:
         release.set()
         gemini_tokens.close_default_client()
+
+
+def test_close_during_a_call_fails_the_call_instead_of_hanging(server: RecordingServer) -> None:
+    from aiohttp import web
+
+    release = threading.Event()
+
+    def slow(body: dict[str, object]) -> web.StreamResponse:
+        release.wait(5)
+        return web.json_response({"name": "auth_tokens/late"})
+
+    client = Client(API_KEY, base_url=server.base_url)
+    client.create()  # start the loop
+    server.respond = slow
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.create()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    for _ in range(500):  # wait until the second request reached the server
+        if len(server.requests) == 2:
+            break
+        threading.Event().wait(0.01)
+    client.close()
+    worker.join(5)
+    release.set()
+    assert not worker.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], ConfigurationError)
+    assert "closed" in str(errors[0])
