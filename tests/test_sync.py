@@ -227,7 +227,7 @@ def test_close_during_a_call_fails_the_call_instead_of_hanging(server: Recording
     def call() -> None:
         try:
             client.create()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=call)
