@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
 
 from gemini_tokens._config import (
     DEFAULT_API_VERSION,
@@ -24,17 +27,20 @@ from gemini_tokens._config import (
     resolve_base_url,
     resolve_timeout,
 )
-from gemini_tokens._converters import body_for, token_from_response
+from gemini_tokens._converters import body_bytes, body_for, token_from_response
 from gemini_tokens._errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     ConfigurationError,
     InvalidResponseError,
+    ValidationError,
     error_from_response,
+    redact_secrets,
 )
 from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
 from gemini_tokens._request import TokenRequest, build_request, reject_unknown
-from gemini_tokens._retry import RetryPolicy, call_with_retries
+from gemini_tokens._retry import RetryPolicy, call_with_retries, parse_retry_after
 from gemini_tokens._version import __version__
 
 if TYPE_CHECKING:
@@ -52,27 +58,6 @@ _USER_AGENT = f"gemini-tokens/{__version__} python/{platform.python_version()}"
 # and must never be closed here: closing would unregister the parent's sockets from the epoll
 # instance parent and child share. Keeping a reference stops their finalizers from running.
 _FORK_ORPHANS: list[object] = []
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After``: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    import datetime as dt
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def _connector_class() -> type[aiohttp.TCPConnector]:
@@ -103,16 +88,21 @@ class AsyncClient:
         base_url: The service's root. Default: ``GEMINI_BASE_URL``, else
             ``https://generativelanguage.googleapis.com``.
         api_version: Token creation exists only in ``v1alpha``.
-        timeout: A `Timeout`, or a number of seconds for the whole attempt.
-        max_retries: Retries after the first attempt on 408, 429, 5xx and connection errors.
-        max_retry_wait: A server ``Retry-After`` longer than this is not slept; the error is
-            raised with ``retry_after`` set instead.
+        timeout: A `Timeout` (connect 10 s, total 30 s by default), or a number of seconds
+            for the whole attempt. Applies to each attempt; ``create(deadline=...)`` bounds
+            all attempts and sleeps together.
+        max_retries: Retries after the first attempt on 408, 429, 5xx and connection errors
+            (default 2, i.e. up to 3 attempts). Overrides ``retry.max_retries``.
+        max_retry_wait: A server ``Retry-After`` longer than this many seconds (default 20)
+            is not slept; the error is raised with ``retry_after`` set instead. Overrides
+            ``retry.max_retry_wait``.
+        retry: A whole `RetryPolicy` (backoff included). Default: ``RetryPolicy()``.
         session: An ``aiohttp.ClientSession`` to share (an aiohttp app's own). The client does
             not close a session it was given.
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
 
     Raises:
-        ConfigurationError: no API key, or an unusable base URL.
+        ConfigurationError: no API key, an unusable base URL, or a bad retry setting.
     """
 
     def __init__(
@@ -122,20 +112,31 @@ class AsyncClient:
         base_url: str | None = None,
         api_version: str = DEFAULT_API_VERSION,
         timeout: float | Timeout | None = None,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
+        max_retries: int | None = None,
+        max_retry_wait: float | None = None,
+        retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
         self._api_key = resolve_api_key(api_key)
+        if not self._api_key.isascii() or not self._api_key.isprintable():
+            # It travels in an HTTP header; fail here, not with a low-level error per request.
+            raise ConfigurationError("api_key must be printable ASCII")
         self._base_url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if not isinstance(api_version, str) or not api_version.strip("/ "):
             raise ConfigurationError("api_version must be a non-empty string such as 'v1alpha'")
         self._api_version = api_version.strip("/ ")
         self._url = f"{self._base_url}/{self._api_version}/auth_tokens"
         self._timeout = resolve_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError("retry must be a RetryPolicy")
+        changes: dict[str, Any] = {}
+        if max_retries is not None:
+            changes["max_retries"] = max_retries
+        if max_retry_wait is not None:
+            changes["max_retry_wait"] = max_retry_wait
         try:
-            self._policy = RetryPolicy(max_retries=max_retries, max_retry_wait=max_retry_wait)
+            self._policy = attrs.evolve(retry or RetryPolicy(), **changes)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         self._headers = {
@@ -149,6 +150,7 @@ class AsyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
         self._closed = False
+        self._client_timeout: aiohttp.ClientTimeout | None = None
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self._base_url!r}, api_version={self._api_version!r})"
@@ -157,6 +159,11 @@ class AsyncClient:
     def base_url(self) -> str:
         """The service root requests go to."""
         return self._base_url
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The client's retry policy (``max_retries`` may be overridden per call)."""
+        return self._policy
 
     @property
     def closed(self) -> bool:
@@ -209,7 +216,8 @@ class AsyncClient:
             lock_additional_fields: None locks the whole constrained setup; ``[]`` locks only
                 the fields set; a list of names also locks those (e.g. ``["temperature"]``).
             max_retries: Overrides the client's ``max_retries`` for this call.
-            deadline: Seconds that all attempts and backoff sleeps together may take.
+            deadline: Seconds that all attempts and backoff sleeps together may take. When
+                the next sleep would end past it, the last error is raised at once.
 
         Returns:
             The token. Hand ``token.name`` (or ``token.to_dict()``) to the client that opens
@@ -219,7 +227,10 @@ class AsyncClient:
             ValidationError: an option breaks a rule; nothing was sent.
             APIStatusError: the service refused (see its subclasses).
             APIConnectionError: no answer (``APITimeoutError`` if time ran out).
-            InvalidResponseError: a 2xx answer without a usable token.
+            InvalidResponseError: a 2xx answer without a usable token (never retried).
+
+        Every `APIError` carries ``attempts``. Minting is not idempotent: a retry after a
+        timeout may mint a second token; the unused one simply expires.
         """
         reject_unknown(unknown)
         request = build_request(
@@ -234,34 +245,44 @@ class AsyncClient:
         policy = self._policy
         if max_retries is not None:
             try:
-                policy = RetryPolicy(
-                    max_retries=max_retries, max_retry_wait=self._policy.max_retry_wait
-                )
+                policy = attrs.evolve(policy, max_retries=max_retries)
             except ValueError:
-                from gemini_tokens._errors import ValidationError
-
                 raise ValidationError("max_retries", "must be an integer >= 0") from None
         if deadline is not None and (
-            isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline <= 0
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not (math.isfinite(deadline) and deadline > 0)
         ):
-            from gemini_tokens._errors import ValidationError
-
-            raise ValidationError("deadline", "must be a positive number of seconds")
+            raise ValidationError("deadline", "must be a positive, finite number of seconds")
         return await self._send(request, policy, deadline)
 
     async def _send(
         self, request: TokenRequest, policy: RetryPolicy, deadline: float | None
     ) -> EphemeralToken:
-        body = json.dumps(body_for(request), separators=(",", ":")).encode()
-        payload = await call_with_retries(
-            lambda remaining: self._attempt(body, remaining), policy, deadline=deadline
-        )
-        token = token_from_response(
-            payload, request, base_url=self._base_url, api_version=self._api_version
-        )
-        if token is None:
-            raise InvalidResponseError("the service answered 2xx without a token name")
-        return token
+        body = _encode_request(request)
+
+        async def attempt(remaining: float | None) -> EphemeralToken:
+            # Parsed inside the attempt so that the error carries ``attempts``; not retried.
+            payload, status = await self._attempt(body, remaining)
+            unreadable = False
+            try:
+                token = token_from_response(
+                    payload, request, base_url=self._base_url, api_version=self._api_version
+                )
+            except Exception:  # any surprise in a 2xx body is "not a usable token"
+                unreadable = True
+            if unreadable:  # raised here, not in the except block: see _attempt
+                raise InvalidResponseError(
+                    f"the service answered {status} with a token this library cannot read",
+                    status_code=status,
+                )
+            if token is None:
+                raise InvalidResponseError(
+                    f"the service answered {status} without a token name", status_code=status
+                )
+            return token
+
+        return await call_with_retries(attempt, policy, deadline=deadline)
 
     def _get_session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -292,13 +313,20 @@ class AsyncClient:
             )
         return self._session
 
-    async def _attempt(self, body: bytes, remaining: float | None) -> Any:
-        """One POST. Returns the parsed JSON of a 2xx answer; raises a typed error otherwise."""
+    async def _attempt(self, body: bytes, remaining: float | None) -> tuple[Any, int]:
+        """One POST. Returns a 2xx answer's parsed JSON and status; raises a typed error."""
         import aiohttp
 
         session = self._get_session()
         total = self._timeout.total if remaining is None else min(self._timeout.total, remaining)
-        timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
+        timeout = self._client_timeout if remaining is None else None
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
+            if remaining is None:
+                self._client_timeout = timeout  # the same for every call without a deadline
+        # Errors are raised after the except blocks, never inside them: a chained context
+        # would carry the request's headers (the API key) and the response body (a token).
+        failure: APIError | None = None
         try:
             async with session.post(
                 self._url,
@@ -310,26 +338,28 @@ class AsyncClient:
                 raw, complete = await _read_limited(response)
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"no complete answer from the token service within {total:g}s"
-            ) from None
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except asyncio.TimeoutError as exc:
+            connect_error = getattr(aiohttp, "ConnectionTimeoutError", ())
+            if isinstance(exc, connect_error):
+                message = f"no connection to the token service within {timeout.connect:g}s"
+            else:
+                message = f"no complete answer from the token service within {total:g}s"
+            failure = APITimeoutError(message)
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"could not reach the token service: {type(exc).__name__}: {exc}".replace(
-                    self._api_key, "***"
-                )
-            ) from None
+            # aiohttp's message may quote what the server sent (a broken header line ...).
+            text = redact_secrets(f"{type(exc).__name__}: {exc}", (self._api_key,))
+            failure = APIConnectionError(f"could not reach the token service: {text}")
+        if failure is not None:
+            raise failure
         if not 200 <= status < 300:
-            if not complete:
-                raw = b""
             raise error_from_response(
                 status,
                 raw,
                 content_type=content_type,
                 retry_after_header=retry_after,
                 redact=(self._api_key,),
+                too_large=not complete,
             )
         if not complete:
             raise InvalidResponseError(
@@ -337,19 +367,51 @@ class AsyncClient:
                 status_code=status,
             )
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidResponseError(
-                f"the service answered {status} with a body that is not JSON",
-                status_code=status,
-            ) from None
+            return json.loads(raw), status
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            pass
+        raise InvalidResponseError(
+            f"the service answered {status} with a body that is not JSON", status_code=status
+        )
+
+
+def _encode_request(request: TokenRequest) -> bytes:
+    """`_encode` of `body_for`: the same bytes and errors, faster for the usual request."""
+    try:
+        return body_bytes(request)
+    except (TypeError, ValueError, RecursionError):
+        return _encode(body_for(request))  # fails again, as a ValidationError
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    """The request body as JSON, or a `ValidationError` (before anything is sent).
+
+    Free-form options (``avatar_config``, tool settings, JSON schemas) are passed through
+    as given; a value JSON cannot carry (a set, bytes, NaN, a cycle) must not escape as a
+    TypeError, nor go out as invalid JSON.
+    """
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    raise ValidationError(
+        "live_connect_constraints",
+        f"must hold only JSON values (str, int, float, bool, None, lists, dicts); {problem}",
+    )
 
 
 async def _read_limited(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """Read at most MAX_RESPONSE_BYTES; ``complete`` is False if the body was larger."""
+    """Read at most MAX_RESPONSE_BYTES; ``complete`` is False if the body was larger.
+
+    A larger body is never read whole: a declared length over the limit is refused before
+    reading anything, an undeclared one after one byte past the limit. The connection is
+    then closed, not reused, since the rest of the body is still on it.
+    """
     length = response.content_length
     if length is not None and length > MAX_RESPONSE_BYTES:
         return b"", False
+    if length is not None:
+        return await response.read(), True  # a declared length within the limit
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -581,7 +581,10 @@ def parse_time(value: Any) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+    try:
+        return parsed.astimezone(dt.timezone.utc)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" is before datetime.min in UTC
+        return None
 
 
 # -- the request body --------------------------------------------------------------------------
@@ -832,7 +835,7 @@ def token_from_response(
                 constraints = form.echo
             else:
                 constraints = setup_from_wire(setup)
-        except (ValidationError, TypeError, ValueError):
+        except (ValidationError, TypeError, ValueError, OverflowError, RecursionError):
             pass
     mask = payload.get("fieldMask")
     locked: tuple[str, ...] | None

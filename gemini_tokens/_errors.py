@@ -23,6 +23,8 @@ Messages never contain the API key or a token's name.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,9 +43,14 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "ValidationError",
+    "error_from_response",
+    "redact_secrets",
 ]
 
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
+_TOKEN_NAME = re.compile(r"auth_tokens/[^\s\"'<>,;:)\]}]+")
+#: The service's messages are a sentence or two; a proxy's may be a whole page.
+_MAX_MESSAGE = 500
 
 
 class GeminiTokensError(Exception):
@@ -82,10 +89,17 @@ class APIError(GeminiTokensError):
     """Something went wrong while talking to the token service.
 
     Attributes:
-        attempts: How many HTTP attempts were made before this error was raised.
+        attempts: How many HTTP attempts were made before this error was raised (also
+            shown in the message when more than one).
     """
 
     attempts: int = 1
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.attempts > 1:
+            text += f" (after {self.attempts} attempts)"
+        return text
 
 
 class APIStatusError(APIError):
@@ -212,15 +226,41 @@ def _parse_duration(value: object) -> float | None:
         seconds = float(value[:-1])
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _summarize_body(body: bytes, content_type: str) -> str:
+def redact_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    """Blank out ``secrets`` (the API key) and anything shaped like a token's name.
+
+    The service has no reason to echo either, but a proxy or a future message might; a
+    message that reaches a log must not carry them.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _TOKEN_NAME.sub("auth_tokens/***", text)
+
+
+def _redact_tree(value: Any, secrets: Sequence[str]) -> Any:
+    """`redact_secrets` on every string (keys included) of a JSON value."""
+    if isinstance(value, str):
+        return redact_secrets(value, secrets)
+    if isinstance(value, list):
+        return [_redact_tree(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {
+            _redact_tree(key, secrets): _redact_tree(item, secrets) for key, item in value.items()
+        }
+    return value
+
+
+def _summarize_body(body: bytes, content_type: str, secrets: Sequence[str]) -> str:
     if not body.strip():
         return "empty response body"
     if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
         return f"non-JSON ({content_type or 'unknown content type'}) response body"
-    text = body[:200].decode("utf-8", "replace").strip()
+    # Redact the whole text before cutting it, so no half secret survives the cut.
+    text = redact_secrets(body.decode("utf-8", "replace"), secrets)[:200].strip()
     return f"unparseable response body: {text!r}"
 
 
@@ -231,6 +271,7 @@ def error_from_response(
     content_type: str = "",
     retry_after_header: float | None = None,
     redact: Sequence[str] = (),
+    too_large: bool = False,
 ) -> APIStatusError:
     """Build the typed exception for a non-2xx response.
 
@@ -239,7 +280,9 @@ def error_from_response(
         body: The raw body (possibly empty, HTML, or a ``google.rpc.Status``).
         content_type: The response's Content-Type, used for a helpful message.
         retry_after_header: The parsed ``Retry-After`` header, if any.
-        redact: Secrets to blank out of the message should the service echo them.
+        redact: Secrets to blank out of the message and details should the service echo
+            them (anything shaped like a token's name is blanked out too).
+        too_large: The body was over the size limit and was not read (``body`` is empty).
     """
     status: str | None = None
     message = ""
@@ -248,7 +291,7 @@ def error_from_response(
     retry_after = retry_after_header
     try:
         payload = json.loads(body) if body.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         payload = None
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
@@ -257,22 +300,28 @@ def error_from_response(
         message = raw_message if isinstance(raw_message, str) else ""
         raw_details = error.get("details")
         if isinstance(raw_details, list):
-            details = [d for d in raw_details if isinstance(d, dict)]
+            details = [_redact_tree(d, redact) for d in raw_details if isinstance(d, dict)]
         for item in details:
             kind = str(item.get("@type", "")).removeprefix(_TYPE_PREFIX)
             if kind == "ErrorInfo" and isinstance(item.get("reason"), str) and reason is None:
                 reason = item["reason"]
             elif kind == "RetryInfo" and retry_after is None:
                 retry_after = _parse_duration(item.get("retryDelay"))
-    if not message:
+    if too_large:
+        message = "response body too large; not read"
+    elif not message:
         message = (
-            _summarize_body(body, content_type)
+            _summarize_body(body, content_type, redact)
             if error is None
             else f"HTTP {status_code} with no message"
         )
-    for secret in redact:
-        if secret:
-            message = message.replace(secret, "***")
+    message = redact_secrets(message, redact)
+    if reason is not None:
+        reason = redact_secrets(reason, redact)
+    if status is not None:
+        status = redact_secrets(status, redact)
+    if len(message) > _MAX_MESSAGE:  # after redacting, so no half secret survives
+        message = message[: _MAX_MESSAGE - 3] + "..."
     cls = _class_for(status_code, reason)
     return cls(
         message,

@@ -24,6 +24,7 @@ from gemini_tokens._models import LiveConnectConstraints
 
 __all__ = ["CREATE_OPTIONS", "MAX_AHEAD", "TokenRequest", "build_request", "reject_unknown"]
 
+_MAX_INT32 = 2**31 - 1
 #: The service refuses times this far ahead or more.
 MAX_AHEAD = dt.timedelta(hours=20)
 DEFAULT_EXPIRE_MINUTES = 30
@@ -150,6 +151,8 @@ def build_request(
         raise ValidationError("uses", f"must be an integer, not {type(uses).__name__}")
     if uses < 0:
         raise ValidationError("uses", f"must be 0 (no limit) or more; got {uses}")
+    if uses > _MAX_INT32:  # the service's field is an int32
+        raise ValidationError("uses", f"must be at most {_MAX_INT32}; got {uses}")
     expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
     new_session = _resolve(
         "new_session_expire_minutes",

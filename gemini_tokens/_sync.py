@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
+    from gemini_tokens._retry import RetryPolicy
 
 __all__ = ["Client"]
 
@@ -168,6 +169,8 @@ class Client:
         timeout: A `Timeout`, or a number of seconds for the whole attempt.
         max_retries: Retries after the first attempt on 408, 429, 5xx and connection errors.
         max_retry_wait: A server ``Retry-After`` longer than this is raised, not slept.
+        retry: A whole `RetryPolicy` (backoff included); ``max_retries`` and
+            ``max_retry_wait``, when given, override its values.
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
 
     Raises:
@@ -181,8 +184,9 @@ class Client:
         base_url: str | None = None,
         api_version: str = DEFAULT_API_VERSION,
         timeout: float | Timeout | None = None,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
+        max_retries: int | None = None,
+        max_retry_wait: float | None = None,
+        retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
         # Built now so that bad settings raise here; its session is made lazily on the loop.
@@ -193,6 +197,7 @@ class Client:
             timeout=timeout,
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
+            retry=retry,
             allow_insecure_http=allow_insecure_http,
         )
         self._runner = _LoopThread()

@@ -22,6 +22,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"uses": 1.5}, "uses", "integer"),
     ({"uses": True}, "uses", "integer"),
     ({"uses": "3"}, "uses", "integer"),
+    ({"uses": 2**31}, "uses", "at most 2147483647"),
     ({"expire_minutes": 0}, "expire_minutes", "positive"),
     ({"expire_minutes": -5}, "expire_minutes", "positive"),
     ({"expire_minutes": 1200}, "expire_minutes", "20 hours"),
@@ -29,7 +30,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"new_session_expire_minutes": 0}, "new_session_expire_minutes", "positive"),
     ({"expire_time": dt.datetime(2031, 1, 1)}, "expire_time", "timezone-aware"),
     ({"expire_time": NOW - dt.timedelta(minutes=1)}, "expire_time", "future"),
-    ({"expire_time": NOW + dt.timedelta(hours=20, minutes=1)}, "expire_time", "20 hours"),
+    ({"expire_time": NOW + dt.timedelta(hours=21)}, "expire_time", "20 hours"),
     ({"expire_time": "2031-01-01T00:00:00Z"}, "expire_time", "datetime"),
     (
         {"new_session_expire_time": NOW + dt.timedelta(hours=21)},

@@ -1,0 +1,198 @@
+"""The API key and tokens' names never show in a repr, a str, a log record or an exception.
+
+The fault server here is hostile: besides every fault of `ALL_FAULTS`, it echoes the API key
+and the name of a token it minted earlier in messages, reasons, HTML pages, broken JSON,
+headers and malformed header lines. Everything a user could print or log is then scanned.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+
+import pytest
+
+from gemini_tokens import (
+    APIError,
+    AsyncClient,
+    Client,
+    EphemeralToken,
+    RetryPolicy,
+    Timeout,
+)
+
+from .conftest import API_KEY
+from .fault_server import (  # noqa: F401  (fixtures)
+    ALL_FAULTS,
+    Action,
+    Exchange,
+    FaultServer,
+    error_info,
+    faults_fixture,
+    json_reply,
+    raw,
+    rpc_status,
+)
+
+POLICY = RetryPolicy(max_retries=1, initial_backoff=0.001, max_backoff=0.001)
+TIMEOUT = Timeout(connect=0.5, total=0.3)
+
+
+def malformed_header(text: str) -> Action:
+    """A response whose header block is broken, with ``text`` in the broken line."""
+
+    async def action(ex: Exchange) -> bool:
+        await ex.send(f"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{text}\r\n\r\n{{}}".encode())
+        return False
+
+    return action
+
+
+def malformed_status(text: str) -> Action:
+    async def action(ex: Exchange) -> bool:
+        await ex.send(f"HTTP/1.1 2{text} OK\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        return False
+
+    return action
+
+
+def hostile_faults(name: str) -> dict[str, Callable[[], Action]]:
+    """Faults whose answers carry the API key and the token name ``name``."""
+    both = f"key={API_KEY} token={name}"
+    return {
+        "message": lambda: rpc_status(400, message=f"API key {API_KEY} not valid; {name} used"),
+        "reason": lambda: rpc_status(403, details=[error_info(f"NO_{API_KEY}_{name}")]),
+        "status": lambda: rpc_status(503, status=f"UNAVAILABLE {both}"),
+        "long-message": lambda: rpc_status(429, message="x" * 490 + both),
+        "html": lambda: raw(502, f"<html>{both}</html>".encode(), content_type="text/html"),
+        "content-type": lambda: raw(502, b"<html></html>", content_type=f"text/html; {both}"),
+        "broken-json": lambda: raw(500, f'{{"error": "{both}"'.encode()),
+        # The message quotes 200 characters of such a body: the cut falls inside the key.
+        "broken-json-at-the-cut": lambda: raw(500, ("x" * 185 + both).encode()),
+        "empty-with-headers": lambda: raw(503, b"", headers={"X-Echo": both, "Retry-After": both}),
+        "200-echo-without-name": lambda: json_reply(200, {"error": both, "token": name}),
+        "200-html": lambda: raw(200, f"<p>{both}</p>".encode(), content_type="text/html"),
+        "malformed-header": lambda: malformed_header(f"Broken {both}"),
+        "malformed-header-value": lambda: malformed_header(f"X-Echo: {both}\x01"),
+        "malformed-status": lambda: malformed_status(both),
+    }
+
+
+def exception_texts(exc: BaseException) -> Iterator[str]:
+    """Everything a logger or error tracker may render from ``exc`` and its whole chain."""
+    yield "".join(traceback.format_exception(exc))
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield str(current)
+        yield repr(current)
+        yield repr(current.args)
+        yield repr(vars(current))
+        # Even a context suppressed by ``from None`` is reachable, so it is scanned too.
+        current = current.__cause__ or current.__context__
+
+
+def record_texts(records: Iterable[logging.LogRecord]) -> Iterator[str]:
+    formatter = logging.Formatter()
+    for record in records:
+        yield formatter.format(record)
+        yield repr(vars(record))
+
+
+def assert_no_secret(texts: Iterable[str], secrets: Iterable[str]) -> None:
+    texts = list(texts)
+    assert texts
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text, f"secret leaked into: {text[:300]!r}"
+
+
+def secrets_of(server: FaultServer) -> list[str]:
+    """The key and every token name handed out, whole and in halves (a cut secret leaks too)."""
+    names = list(server.issued_names)
+    assert names
+    whole = [API_KEY, *(n.removeprefix("auth_tokens/") for n in names)]
+    return [*whole, *(w[: len(w) // 2] for w in whole), *(w[len(w) // 2 :] for w in whole)]
+
+
+async def test_async_client_leaks_nothing_through_every_fault(
+    faults: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, every level
+    texts: list[str] = []
+    outcomes: dict[str, str] = {}
+    async with AsyncClient(
+        API_KEY, base_url=faults.base_url, retry=POLICY, timeout=TIMEOUT
+    ) as client:
+        texts += [repr(client), str(client)]
+        minted = await client.create()
+        texts += [repr(minted), str(minted)]
+        scenarios = {**ALL_FAULTS, **hostile_faults(minted.name)}
+        for label, make in scenarios.items():
+            faults.default = make()
+            try:
+                # The deadline only guards the test: a hint longer than it is raised at once.
+                result = await client.create(deadline=10)
+            except APIError as exc:
+                outcomes[label] = type(exc).__name__
+                texts += exception_texts(exc)
+            else:  # pragma: no cover - every scenario is a fault
+                outcomes[label] = "token"
+                texts += [repr(result), str(result)]
+    texts += record_texts(caplog.records)
+
+    # Every scenario really failed, and the server really sent the secrets to the client.
+    assert set(outcomes) == set(scenarios)
+    assert "token" not in outcomes.values()
+    assert any(r.name == "gemini_tokens" for r in caplog.records)  # retries were logged
+    assert_no_secret(texts, secrets_of(faults))
+
+
+def test_the_hostile_server_really_sends_the_secrets(faults: FaultServer) -> None:
+    """So the scans above would catch a leak: every hostile answer carries both secrets."""
+    name = "auth_tokens/abcDEF123"
+    scenarios = hostile_faults(name)
+    with Client(API_KEY, base_url=faults.base_url) as client:
+        for make in scenarios.values():
+            faults.default = make()
+            with pytest.raises(APIError):
+                client.create(max_retries=0)
+    assert faults.attempts == len(scenarios)
+    for request in faults.requests:
+        answer = bytes(faults.sent[request.index])
+        assert API_KEY.encode() in answer
+        assert name.encode() in answer
+        assert request.headers["x-goog-api-key"] == API_KEY  # and the key did travel
+
+
+def test_sync_client_and_its_tokens_leak_nothing(
+    faults: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    with Client(API_KEY, base_url=faults.base_url, timeout=TIMEOUT, max_retries=1) as client:
+        texts += [repr(client), str(client)]
+        minted = client.create(live_connect_constraints={"model": "gemini-live-2.5-flash"})
+        assert isinstance(minted, EphemeralToken)
+        texts += [repr(minted), str(minted), repr(minted.live_connect_constraints)]
+        for make in hostile_faults(minted.name).values():
+            faults.default = make()
+            with pytest.raises(APIError) as caught:
+                client.create(deadline=10)
+            texts += exception_texts(caught.value)
+    texts += record_texts(caplog.records)
+    assert_no_secret(texts, secrets_of(faults))
+
+
+def test_redaction_of_a_token_name_keeps_the_message_useful() -> None:
+    from gemini_tokens._errors import error_from_response, redact_secrets
+
+    assert redact_secrets("token auth_tokens/a-b_c.d used up, key k1", ("k1",)) == (
+        "token auth_tokens/*** used up, key ***"
+    )
+    exc = error_from_response(
+        400, b'{"error": {"message": "auth_tokens/xyz: too many uses", "status": "X"}}'
+    )
+    assert str(exc) == "400 X: auth_tokens/***: too many uses"
