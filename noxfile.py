@@ -33,8 +33,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("-e", ".", "mypy")
+    """mypy --strict on the package (the test extra brings pytest and trustme's types)."""
+    session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "gemini_tokens")
 
 
