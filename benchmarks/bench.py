@@ -217,8 +217,14 @@ def _make_runner(client: str, base_url: str) -> Any:
             url = f"{base_url}/v1alpha/auth_tokens"
             session = aiohttp.ClientSession()
 
+            # The same request options as AsyncClient's: aiohttp's defaults (redirects
+            # followed) cost more, and the floor must be the cheapest way to make this call.
+            timeout = aiohttp.ClientTimeout(total=30, connect=10)
+
             async def mint() -> Any:
-                async with session.post(url, data=body, headers=headers) as response:
+                async with session.post(
+                    url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                ) as response:
                     payload = json.loads(await response.read())
                     if response.status != 200:
                         raise RuntimeError(f"status {response.status}")
