@@ -17,7 +17,6 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import attrs
@@ -155,6 +154,8 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     else:
         return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
+        from email.utils import parsedate_to_datetime  # rare: an HTTP-date hint
+
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
