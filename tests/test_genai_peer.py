@@ -137,12 +137,12 @@ def test_genai_sync_client_mints_from_the_threaded_emulator(
             bad.close()
 
 
-async def test_genai_snake_case_lock_paths_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_genai_snake_case_lock_paths_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK sends ``lock_additional_fields=["top_p"]`` as ``generationConfig.top_p``.
 
-    The JSON form of a FieldMask has lowerCamelCase paths, and the emulator refuses others as
-    Google's proto-JSON parser does (``wire.md``: send ``generationConfig.topP``). This is
-    the emulator's reading of the format, not an observed answer of the service.
+    The service's proto-JSON parser (like protobuf's C++ and Java converters) reads a FieldMask
+    path segment in snake_case as well as lowerCamelCase, so SDK users who lock fields this
+    way are not refused; the emulator keeps the canonical path (wire.md: ``topP``).
     """
     async with Emulator(tls=True) as emu:
         monkeypatch.setenv("SSL_CERT_FILE", emu.ca_file)
@@ -151,12 +151,15 @@ async def test_genai_snake_case_lock_paths_are_refused(monkeypatch: pytest.Monke
             http_options={"base_url": emu.base_url, "api_version": "v1alpha"},
         )
         try:
-            with pytest.raises(errors.ClientError) as info:
-                await client.aio.auth_tokens.create(
-                    config=_token_config(lock_additional_fields=["top_p"])
-                )
+            token = await client.aio.auth_tokens.create(
+                config=_token_config(lock_additional_fields=["top_p"])
+            )
         finally:
             await client.aio.aclose()
-    assert info.value.code == 400
-    assert "generationConfig.top_p" in str(info.value)
-    assert emu.tokens == []
+    assert token.name is not None
+    assert token.name.startswith("auth_tokens/")
+    (issued,) = emu.tokens
+    assert issued.field_mask is not None
+    assert "generationConfig.topP" in issued.field_mask
+    sent = emu.requests[-1].body
+    assert "generationConfig.top_p" in sent["fieldMask"]  # what the SDK really sent

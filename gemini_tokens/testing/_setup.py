@@ -10,7 +10,6 @@ which gives its canonical camelCase form.
 from __future__ import annotations
 
 import copy
-import json
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -178,11 +177,11 @@ def _is_opaque(tp: Any) -> bool:
 def _valid_path(path: str) -> bool:
     """Whether a FieldMask path names a field of BidiGenerateContentSetup.
 
-    Paths are lowerCamelCase, as the proto3 JSON form of FieldMask requires; a repeated or map
-    field cannot be traversed (``tools.0`` is invalid).
+    Paths are lowerCamelCase (see `parse_mask`); a repeated or map field cannot be traversed
+    (``tools.0`` is invalid).
     """
     segments = path.split(".")
-    if any(not seg or "_" in seg or camel(snake(seg)) != seg for seg in segments):
+    if any(not seg or camel(snake(seg)) != seg for seg in segments):
         return False
     head, rest = segments[0], segments[1:]
     if head == "model":
@@ -219,17 +218,16 @@ def parse_mask(raw: Any) -> tuple[str, ...] | None:
         return None
     if not isinstance(raw, str):
         raise invalid_value("field_mask", "a FieldMask is a string of comma-separated paths")
-    paths = tuple(part.strip() for part in raw.split(",") if part.strip())
+    # The service's JSON parser (as protobuf's C++ and Java converters do) reads each path
+    # segment in lowerCamelCase or snake_case alike: "generationConfig.top_k", which the
+    # reference SDK sends, is accepted and kept in its canonical form.
+    paths = tuple(
+        ".".join(camel(segment) for segment in part.strip().split("."))
+        for part in raw.split(",")
+        if part.strip()
+    )
     if not paths:
         return None
-    if "_" in raw:
-        # The JSON form of a FieldMask has lowerCamelCase paths; the parser refuses
-        # "generationConfig.top_k" (which the reference SDK sends) before any other check.
-        raise WireError(
-            f"Invalid value at 'field_mask' (type.googleapis.com/google.protobuf.FieldMask), "
-            f"{json.dumps(raw)}",
-            "field_mask",
-        )
     if not all(_valid_path(path) for path in paths):
         raise WireError(MASK_INVALID, "field_mask")
     return paths
