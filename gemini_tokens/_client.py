@@ -282,7 +282,15 @@ class AsyncClient:
                 )
             return token
 
-        return await call_with_retries(attempt, policy, deadline=deadline)
+        try:
+            return await call_with_retries(attempt, policy, deadline=deadline)
+        except APIError as exc:
+            # On Python 3.10 an exception caught in a coroutine can stay "being handled" after
+            # its except block, so raising our typed error chains aiohttp's, which may quote
+            # the request or the response (secrets). Nothing below is worth chaining.
+            exc.__cause__ = exc.__context__ = None
+            exc.__suppress_context__ = True
+            raise
 
     def _get_session(self) -> aiohttp.ClientSession:
         import aiohttp

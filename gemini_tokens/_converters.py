@@ -191,6 +191,15 @@ def _enum_hook(enum_cls: Any, short_prefix: str = "") -> Callable[[Any, Any], An
     return structure
 
 
+def _is_any(tp: Any) -> bool:
+    # A predicate, not register_structure_hook(Any, ...): singledispatch on 3.10 takes classes only.
+    return tp is typing.Any
+
+
+def _passthrough(value: Any, _: Any) -> Any:
+    return value
+
+
 def _is_sequence(tp: Any) -> bool:
     return typing.get_origin(tp) in (Sequence, list, tuple) and tp is not str
 
@@ -312,7 +321,7 @@ def _build_user() -> cattrs.Converter:
     user.register_structure_hook(int, _strict_int)
     user.register_structure_hook(float, _strict_float)
     user.register_structure_hook(str, _strict_str)
-    user.register_structure_hook(typing.Any, lambda value, _: value)
+    user.register_structure_hook_func(_is_any, _passthrough)
     user.register_structure_hook(Modality, _enum_hook(Modality))
     user.register_structure_hook(MediaResolution, _enum_hook(MediaResolution, "MEDIA_RESOLUTION_"))
     user.register_structure_hook_factory(_is_sequence, _sequence_factory)
@@ -489,7 +498,7 @@ def _build_wire() -> cattrs.Converter:
     wire.register_structure_hook_factory(attrs.has, _attrs_factory(strict=False))
     wire.register_structure_hook_factory(_is_sequence, _sequence_factory)
     wire.register_structure_hook_factory(_is_mapping, _mapping_factory)
-    wire.register_structure_hook(typing.Any, lambda value, _: value)
+    wire.register_structure_hook_func(_is_any, _passthrough)
 
     def renames(cls: Any) -> dict[str, Any]:
         return {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls)}

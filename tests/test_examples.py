@@ -118,6 +118,8 @@ async def test_aiohttp_index_serves_the_browser_page(gemini_emulator: Emulator) 
 # --- FastAPI ------------------------------------------------------------------------------
 
 
+# Older starlette releases (those for Python 3.10) warn when their test client runs on httpx.
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
 def test_fastapi_app(gemini_emulator_sync: Emulator) -> None:
     from fastapi.testclient import TestClient as FastAPITestClient
 
