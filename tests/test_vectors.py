@@ -159,3 +159,9 @@ def test_comparator_can_fail() -> None:
     gen["response_modalities"] = gen.pop("responseModalities")
     with pytest.raises(AssertionError):
         assert_body_matches(snake_key, vector, now)
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="the shared spec is not beside this checkout (CI)")
+def test_local_copy_of_the_vectors_is_current() -> None:
+    """tests/spec/vectors.json is what CI uses; it must match the shared spec."""
+    assert json.loads(LOCAL_SPEC.read_text()) == json.loads(SPEC.read_text())
