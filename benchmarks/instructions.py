@@ -17,9 +17,9 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from bench import loopback_server  # the same server process as the benchmark
+
 CONSTRAINTS = {
     "model": "gemini-2.5-flash-native-audio-preview-12-2025",
     "config": {"response_modalities": ["AUDIO"], "temperature": 0.7},
@@ -84,15 +84,8 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = server.stdout.readline().split()[1]
+    with loopback_server() as base_url:
+        port = base_url.rsplit(":", 1)[1]
         print("| concurrency | floor (instructions/call) | AsyncClient | ÷ floor |")
         print("|---:|---:|---:|---:|")
         for concurrency in (1, 32):
@@ -110,10 +103,6 @@ def main() -> int:
                 f"| {concurrency} | {per_call['floor']:,.0f} | {per_call['AsyncClient']:,.0f} "
                 f"| {ratio:.2f}x |"
             )
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(30)
     return 0
 
 

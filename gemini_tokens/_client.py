@@ -11,6 +11,7 @@ a CLI ``--help`` never does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from gemini_tokens._config import (
     resolve_base_url,
     resolve_timeout,
 )
-from gemini_tokens._converters import body_bytes, body_for, token_from_response
+from gemini_tokens._converters import body_bytes, token_from_response
 from gemini_tokens._errors import (
     APIConnectionError,
     APIError,
@@ -60,6 +61,7 @@ _USER_AGENT = f"gemini-tokens/{__version__} python/{platform.python_version()}"
 _FORK_ORPHANS: list[object] = []
 
 
+@functools.cache  # one class, made on first use (aiohttp is imported lazily)
 def _connector_class() -> type[aiohttp.TCPConnector]:
     import aiohttp
 
@@ -264,18 +266,15 @@ class AsyncClient:
         async def attempt(remaining: float | None) -> EphemeralToken:
             # Parsed inside the attempt so that the error carries ``attempts``; not retried.
             payload, status = await self._attempt(body, remaining)
-            unreadable = False
             try:
                 token = token_from_response(
                     payload, request, base_url=self._base_url, api_version=self._api_version
                 )
             except Exception:  # any surprise in a 2xx body is "not a usable token"
-                unreadable = True
-            if unreadable:  # raised here, not in the except block: see _attempt
                 raise InvalidResponseError(
                     f"the service answered {status} with a token this library cannot read",
                     status_code=status,
-                )
+                ) from None
             if token is None:
                 raise InvalidResponseError(
                     f"the service answered {status} without a token name", status_code=status
@@ -285,9 +284,10 @@ class AsyncClient:
         try:
             return await call_with_retries(attempt, policy, deadline=deadline)
         except APIError as exc:
-            # On Python 3.10 an exception caught in a coroutine can stay "being handled" after
-            # its except block, so raising our typed error chains aiohttp's, which may quote
-            # the request or the response (secrets). Nothing below is worth chaining.
+            # The one place that cuts the chain: an aiohttp or JSON error below may quote the
+            # request (the API key) or the response (a token), and ``from None`` only hides
+            # it from tracebacks. (On Python 3.10 an exception caught in a coroutine can even
+            # stay "being handled" after its except block and chain onto a later raise.)
             exc.__cause__ = exc.__context__ = None
             exc.__suppress_context__ = True
             raise
@@ -332,9 +332,6 @@ class AsyncClient:
             timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
             if remaining is None:
                 self._client_timeout = timeout  # the same for every call without a deadline
-        # Errors are raised after the except blocks, never inside them: a chained context
-        # would carry the request's headers (the API key) and the response body (a token).
-        failure: APIError | None = None
         try:
             async with session.post(
                 self._url,
@@ -353,13 +350,11 @@ class AsyncClient:
                 message = f"no connection to the token service within {timeout.connect:g}s"
             else:
                 message = f"no complete answer from the token service within {total:g}s"
-            failure = APITimeoutError(message)
+            raise APITimeoutError(message) from None
         except aiohttp.ClientError as exc:
             # aiohttp's message may quote what the server sent (a broken header line ...).
             text = redact_secrets(f"{type(exc).__name__}: {exc}", (self._api_key,))
-            failure = APIConnectionError(f"could not reach the token service: {text}")
-        if failure is not None:
-            raise failure
+            raise APIConnectionError(f"could not reach the token service: {text}") from None
         if not 200 <= status < 300:
             raise error_from_response(
                 status,
@@ -377,21 +372,12 @@ class AsyncClient:
         try:
             return json.loads(raw), status
         except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            pass
-        raise InvalidResponseError(
-            f"the service answered {status} with a body that is not JSON", status_code=status
-        )
+            raise InvalidResponseError(
+                f"the service answered {status} with a body that is not JSON", status_code=status
+            ) from None
 
 
 def _encode_request(request: TokenRequest) -> bytes:
-    """`_encode` of `body_for`: the same bytes and errors, faster for the usual request."""
-    try:
-        return body_bytes(request)
-    except (TypeError, ValueError, RecursionError):
-        return _encode(body_for(request))  # fails again, as a ValidationError
-
-
-def _encode(body: Mapping[str, Any]) -> bytes:
     """The request body as JSON, or a `ValidationError` (before anything is sent).
 
     Free-form options (``avatar_config``, tool settings, JSON schemas) are passed through
@@ -399,13 +385,13 @@ def _encode(body: Mapping[str, Any]) -> bytes:
     TypeError, nor go out as invalid JSON.
     """
     try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        return body_bytes(request)
     except (TypeError, ValueError, RecursionError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
-    raise ValidationError(
-        "live_connect_constraints",
-        f"must hold only JSON values (str, int, float, bool, None, lists, dicts); {problem}",
-    )
+        raise ValidationError(
+            "live_connect_constraints",
+            "must hold only JSON values (str, int, float, bool, None, lists, dicts); "
+            f"{type(exc).__name__}: {exc}",
+        ) from None
 
 
 async def _read_limited(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:

@@ -22,15 +22,22 @@ from gemini_tokens._converters import (
 from gemini_tokens._errors import ValidationError
 from gemini_tokens._models import LiveConnectConstraints
 
-__all__ = ["CREATE_OPTIONS", "MAX_AHEAD", "TokenRequest", "build_request", "reject_unknown"]
+__all__ = [
+    "CREATE_OPTIONS",
+    "DEFAULT_EXPIRE",
+    "DEFAULT_NEW_SESSION_EXPIRE",
+    "MAX_AHEAD",
+    "TokenRequest",
+    "build_request",
+    "reject_unknown",
+]
 
 _MAX_INT32 = 2**31 - 1
 #: The service refuses times this far ahead or more.
 MAX_AHEAD = dt.timedelta(hours=20)
-DEFAULT_EXPIRE_MINUTES = 30
-DEFAULT_NEW_SESSION_EXPIRE_MINUTES = 1
-_DEFAULT_EXPIRE = dt.timedelta(minutes=DEFAULT_EXPIRE_MINUTES)
-_DEFAULT_NEW_SESSION_EXPIRE = dt.timedelta(minutes=DEFAULT_NEW_SESSION_EXPIRE_MINUTES)
+#: The service's defaults (wire.md), which this library also sends when a time is omitted.
+DEFAULT_EXPIRE = dt.timedelta(minutes=30)
+DEFAULT_NEW_SESSION_EXPIRE = dt.timedelta(minutes=1)
 
 #: The keyword options of ``create()``.
 CREATE_OPTIONS = (
@@ -162,10 +169,10 @@ def build_request(
         now,
     )
     if expire is None:
-        expire = now + _DEFAULT_EXPIRE
+        expire = now + DEFAULT_EXPIRE
     if new_session is None:
         # The default new-session deadline never outlives the token.
-        new_session = min(now + _DEFAULT_NEW_SESSION_EXPIRE, expire)
+        new_session = min(now + DEFAULT_NEW_SESSION_EXPIRE, expire)
     elif new_session > expire:
         name = (
             "new_session_expire_time"

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from gemini_tokens import RetryPolicy, Timeout
+from gemini_tokens.testing._emulator import status_body  # the service's error body shape
 
 __all__ = [
     "ALL_FAULTS",
@@ -170,30 +171,10 @@ def rpc_status(
     all_headers = dict(headers or {})
     if retry_after is not None:
         all_headers["Retry-After"] = retry_after
-    body = {
-        "error": {
-            "code": code,
-            "message": message or f"injected {code}",
-            "status": status or _RPC_NAMES.get(code, "UNKNOWN"),
-            "details": list(details),
-        }
-    }
+    body = status_body(code, message or f"injected {code}", list(details))
+    if status:
+        body["error"]["status"] = status
     return json_reply(code, body, headers=all_headers)
-
-
-_RPC_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 
 def token(name: str | None = None, **fields: Any) -> Action:

@@ -101,7 +101,8 @@ async def test_aiohttp_app(gemini_emulator: Emulator) -> None:
 
         shared: aiohttp.ClientSession = app[aiohttp_app.TOKENS]._session  # type: ignore[assignment]
     # cleanup_ctx closed the app's shared session on shutdown.
-    assert shared is None or shared.closed
+    assert shared is not None
+    assert shared.closed
 
 
 async def test_aiohttp_index_serves_the_browser_page(gemini_emulator: Emulator) -> None:

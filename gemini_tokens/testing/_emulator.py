@@ -24,6 +24,7 @@ import attrs
 
 from gemini_tokens._converters import camel, live_url, parse_time
 from gemini_tokens._errors import ConfigurationError
+from gemini_tokens._request import DEFAULT_EXPIRE, DEFAULT_NEW_SESSION_EXPIRE, MAX_AHEAD
 from gemini_tokens.testing._clock import Clock
 from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
 from gemini_tokens.testing._setup import (
@@ -56,9 +57,6 @@ _TOKEN_PATH = re.compile(r"/(v[0-9][a-z0-9]*)/auth_tokens")
 _TOKEN_FIELDS = frozenset(
     {"name", "uses", "expireTime", "newSessionExpireTime", "bidiGenerateContentSetup", "fieldMask"}
 )
-_MAX_AHEAD = dt.timedelta(hours=20)
-_DEFAULT_EXPIRE = dt.timedelta(minutes=30)
-_DEFAULT_NEW_SESSION = dt.timedelta(seconds=60)
 _TYPE = "type.googleapis.com/google.rpc."
 
 _STATUS_NAMES = {
@@ -600,11 +598,11 @@ class Emulator:
         now = self.clock.now()
         uses = _parse_uses(fields.get("uses"))
         expire = _parse_future(fields.get("expireTime"), "expire_time", now)
-        expire = expire or now + _DEFAULT_EXPIRE
+        expire = expire or now + DEFAULT_EXPIRE
         new_session = _parse_future(
             fields.get("newSessionExpireTime"), "new_session_expire_time", now
         )
-        new_session = new_session or min(now + _DEFAULT_NEW_SESSION, expire)
+        new_session = new_session or min(now + DEFAULT_NEW_SESSION_EXPIRE, expire)
         raw_setup = fields.get("bidiGenerateContentSetup")
         setup = {} if raw_setup is None else parse_setup(raw_setup, "bidi_generate_content_setup")
         mask = parse_mask(fields.get("fieldMask"))
@@ -662,7 +660,7 @@ def _parse_future(value: Any, field: str, now: dt.datetime) -> dt.datetime | Non
         )
     if when <= now:
         raise WireError(f"{field} must be in the future.", field)
-    if when - now >= _MAX_AHEAD:
+    if when - now >= MAX_AHEAD:
         raise WireError(f"{field} must be less than 20 hours in the future.", field)
     return when
 
