@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -66,6 +67,13 @@ LABELS = {
     "create": "gt.create (one-shot)",
 }
 IMPORTS = ("gemini_tokens", "google.genai", "aiohttp")
+#: glibc's allocator settings for every worker. asyncio reads each response into a 256 KiB
+#: buffer; with glibc's defaults, whether freeing it costs system calls (an mmap/munmap pair,
+#: or a heap trim) depends on where it lands in the heap, which differs from one process to
+#: the next and moved a client's CPU per call by 20 µs between otherwise equal runs. Fixed
+#: thresholds put every client in the same state: no allocator system call per response.
+#: (The same setting can help a busy token server; see docs/performance.md.)
+PINNED_MALLOC = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"
 REPLY = "@@bench "  # prefixes the worker's answers; anything else on its stdout is ignored
 
 # -- the worker: one client in its own process ----------------------------------------------
@@ -323,16 +331,21 @@ def worker(client: str, base_url: str) -> None:
 
             profiler = Profiler(interval=0.0002, async_mode="disabled")
             profiler.start()
+        gc0 = sum(g["collections"] for g in gc.get_stats())
+        times0 = os.times()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         errors = runner.run(concurrency, n)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        times1 = os.times()
+        gcs = sum(g["collections"] for g in gc.get_stats()) - gc0
         if profiler is not None:
             profiler.stop()
             Path(profile).write_text(profiler.output_text(unicode=True, show_all=False))
         total += n
         rss, peak = _rss_kib()
         reply = {"n": n, "c": concurrency, "cpu": cpu, "wall": wall, "errors": errors,
-                 "rss_kib": rss, "peak_kib": peak, "total": total}  # fmt: skip
+                 "user": times1.user - times0.user, "sys": times1.system - times0.system,
+                 "gc": gcs, "rss_kib": rss, "peak_kib": peak, "total": total}  # fmt: skip
         print(REPLY + json.dumps(reply), flush=True)
     runner.close()
 
@@ -347,12 +360,13 @@ class Worker:
         self.client = client
         self.calls = 0
         self.errors = 0
+        tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), PINNED_MALLOC)))
         self._proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", client, base_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "GLIBC_TUNABLES": tunables, **(env or {})},
         )
 
     def run(self, concurrency: int, n: int, *, profile: bool = False) -> dict[str, Any]:
@@ -483,13 +497,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         imports = import_times(args.import_rounds)
         log("  " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in imports.items()))
 
-        workers = {c: Worker(c, base_url) for c in clients}
+        # Several processes per client, taking the rounds in turn: a process can be slower
+        # or faster than its twin for its whole life (memory layout, hash seed), and one
+        # process's luck must not decide a figure.
+        procs = {c: [Worker(c, base_url) for _ in range(args.procs)] for c in clients}
         calls = errors = 0
         try:
-            log(f"warm-up: {args.warmup} calls each")
-            for w in workers.values():
-                w.run(32, args.warmup)
-                w.run(1, args.warmup // 10)
+            log(f"warm-up: {args.warmup} calls each ({args.procs} processes per client)")
+            for ws in procs.values():
+                for w in ws:
+                    w.run(32, args.warmup)
+                    w.run(1, args.warmup // 10)
             modes = (("seq", 1, args.seq), ("c32", 32, args.c32), ("c256", 256, args.c256))
             samples: dict[str, dict[str, list[dict[str, Any]]]] = {
                 c: {m: [] for m, _, _ in modes} for c in clients
@@ -498,10 +516,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 order = clients[r % len(clients) :] + clients[: r % len(clients)]
                 for mode, concurrency, n in modes:
                     for c in order:
-                        samples[c][mode].append(workers[c].run(concurrency, n))
+                        w = procs[c][r % args.procs]
+                        samples[c][mode].append(w.run(concurrency, n))
                 log(f"round {r + 1}/{args.rounds} done ({time.perf_counter() - started:.0f}s)")
         finally:
-            for w in workers.values():
+            for w in (w for ws in procs.values() for w in ws):
                 w.close()
                 calls, errors = calls + w.calls, errors + w.errors
         for c in clients:
@@ -517,7 +536,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             # Every round's figures, so that two runs can be compared beyond their medians.
             results[c]["rounds"] = {
                 mode: [
-                    {"cpu_us": x["cpu"] / x["n"] * 1e6, "wall_us": x["wall"] / x["n"] * 1e6}
+                    {
+                        "cpu_us": x["cpu"] / x["n"] * 1e6,
+                        "wall_us": x["wall"] / x["n"] * 1e6,
+                        # os.times() ticks are 10 ms: rough per-call figures.
+                        "user_us": x["user"] / x["n"] * 1e6,
+                        "sys_us": x["sys"] / x["n"] * 1e6,
+                        "gc_collections": x["gc"],
+                    }
                     for x in s[mode]
                 ]
                 for mode in s
@@ -526,7 +552,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log(f"leak check: {args.rss_calls} calls at concurrency 32, a fresh worker each")
         for c in clients:
             w = Worker(c, base_url)
-            workers[c] = w
             try:
                 first = w.run(32, args.rss_warm)
                 last = w.run(32, args.rss_calls - args.rss_warm)
@@ -690,7 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset")
-    parser.add_argument("--rounds", type=int, default=7, help="timing rounds (median taken)")
+    parser.add_argument("--rounds", type=int, default=9, help="timing rounds (median taken)")
+    parser.add_argument(
+        "--procs", type=int, default=3, help="worker processes per client (rounds in turn)"
+    )
     parser.add_argument("--seq", type=int, default=300, help="sequential calls per round")
     parser.add_argument("--c32", type=int, default=960, help="calls per round at concurrency 32")
     parser.add_argument("--c256", type=int, default=2560, help="calls per round at concurrency 256")
@@ -722,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.seq, args.c32, args.c256, args.warmup = 2, 50, 320, 512, 100
+        args.procs = 1
         args.rss_calls, args.rss_warm, args.import_rounds = 2000, 500, 3
 
     # Never outlive a stuck server or worker: every process is ended on the way out.
@@ -734,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             k: getattr(args, k)
             for k in (
                 "rounds",
+                "procs",
                 "seq",
                 "c32",
                 "c256",

@@ -61,6 +61,20 @@ _USER_AGENT = f"gemini-tokens/{__version__} python/{platform.python_version()}"
 _FORK_ORPHANS: list[object] = []
 
 
+class _Process:
+    """This process's id, refreshed in a forked child (``os.getpid()`` is a system call)."""
+
+    pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    _Process.pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_refresh_pid)
+
+
 @functools.cache  # one class, made on first use (aiohttp is imported lazily)
 def _connector_class() -> type[aiohttp.TCPConnector]:
     import aiohttp
@@ -234,7 +248,8 @@ class AsyncClient:
         Every `APIError` carries ``attempts``. Minting is not idempotent: a retry after a
         timeout may mint a second token; the unused one simply expires.
         """
-        reject_unknown(unknown)
+        if unknown:
+            reject_unknown(unknown)
         request = build_request(
             uses=uses,
             expire_minutes=expire_minutes,
@@ -256,33 +271,14 @@ class AsyncClient:
             or not (math.isfinite(deadline) and deadline > 0)
         ):
             raise ValidationError("deadline", "must be a positive, finite number of seconds")
-        return await self._send(request, policy, deadline)
-
-    async def _send(
-        self, request: TokenRequest, policy: RetryPolicy, deadline: float | None
-    ) -> EphemeralToken:
         body = _encode_request(request)
-
-        async def attempt(remaining: float | None) -> EphemeralToken:
-            # Parsed inside the attempt so that the error carries ``attempts``; not retried.
-            payload, status = await self._attempt(body, remaining)
-            try:
-                token = token_from_response(
-                    payload, request, base_url=self._base_url, api_version=self._api_version
-                )
-            except Exception:  # any surprise in a 2xx body is "not a usable token"
-                raise InvalidResponseError(
-                    f"the service answered {status} with a token this library cannot read",
-                    status_code=status,
-                ) from None
-            if token is None:
-                raise InvalidResponseError(
-                    f"the service answered {status} without a token name", status_code=status
-                )
-            return token
-
         try:
-            return await call_with_retries(attempt, policy, deadline=deadline)
+            # A lambda, not a nested coroutine: one coroutine frame fewer on every await.
+            return await call_with_retries(
+                lambda remaining: self._attempt(body, request, remaining),
+                policy,
+                deadline=deadline,
+            )
         except APIError as exc:
             # The one place that cuts the chain: an aiohttp or JSON error below may quote the
             # request (the API key) or the response (a token), and ``from None`` only hides
@@ -293,11 +289,14 @@ class AsyncClient:
             raise
 
     def _get_session(self) -> aiohttp.ClientSession:
-        import aiohttp
-
+        loop = asyncio.get_running_loop()
+        session = self._session
+        # The usual case, checked first: a pool made in this process, on this loop (close()
+        # drops the session, so a closed client never gets past here).
+        if session is not None and self._loop is loop and self._pid == _Process.pid:
+            return session
         if self._closed:
             raise ConfigurationError("this client is closed; create a new one")
-        loop = asyncio.get_running_loop()
         if os.getpid() != self._pid:
             # A forked child: the parent's pool is not ours to use or to close.
             if self._session is not None and self._owns_session:
@@ -307,8 +306,13 @@ class AsyncClient:
             self._pid = os.getpid()
             self._loop = None
         if self._session is None:
+            import aiohttp
+
+            # Our headers become the session's defaults: aiohttp then skips merging a
+            # per-request dict on every call.
             self._session = aiohttp.ClientSession(
-                connector=_connector_class()(limit=100, ttl_dns_cache=300)
+                connector=_connector_class()(limit=100, ttl_dns_cache=300),
+                headers=self._headers,
             )
             self._owns_session = True
             self._loop = loop
@@ -321,46 +325,64 @@ class AsyncClient:
             )
         return self._session
 
-    async def _attempt(self, body: bytes, remaining: float | None) -> tuple[Any, int]:
-        """One POST. Returns a 2xx answer's parsed JSON and status; raises a typed error."""
+    def _timeout_for(self, remaining: float | None) -> aiohttp.ClientTimeout:
+        """The attempt's aiohttp timeout: the client's, shortened to the deadline's rest."""
+        timeout = self._client_timeout
+        if remaining is None and timeout is not None:
+            return timeout  # the same for every call without a deadline
         import aiohttp
 
-        session = self._get_session()
         total = self._timeout.total if remaining is None else min(self._timeout.total, remaining)
-        timeout = self._client_timeout if remaining is None else None
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
-            if remaining is None:
-                self._client_timeout = timeout  # the same for every call without a deadline
+        timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
+        if remaining is None:
+            self._client_timeout = timeout
+        return timeout
+
+    async def _attempt(
+        self, body: bytes, request: TokenRequest, remaining: float | None
+    ) -> EphemeralToken:
+        """One POST, and the token in its answer; a typed error otherwise.
+
+        The answer is parsed here, inside the attempt, so that its error carries
+        ``attempts``; an unusable 2xx answer is never retried.
+        """
+        import aiohttp
+
+        session = self._get_session()  # raises if the client is closed
+        timeout = self._timeout_for(remaining)
         try:
             async with session.post(
                 self._url,
                 data=body,
-                headers=self._headers,
+                headers=None if self._owns_session else self._headers,
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                raw, complete = await _read_limited(response)
+                length = response.content_length
+                if length is not None and length <= MAX_RESPONSE_BYTES:
+                    raw, complete = await response.read(), True  # the usual answer
+                else:
+                    raw, complete = await _read_limited(response)
                 status = response.status
-                content_type = response.headers.get("Content-Type", "")
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except asyncio.TimeoutError as exc:
             connect_error = getattr(aiohttp, "ConnectionTimeoutError", ())
             if isinstance(exc, connect_error):
                 message = f"no connection to the token service within {timeout.connect:g}s"
             else:
-                message = f"no complete answer from the token service within {total:g}s"
+                message = f"no complete answer from the token service within {timeout.total:g}s"
             raise APITimeoutError(message) from None
         except aiohttp.ClientError as exc:
             # aiohttp's message may quote what the server sent (a broken header line ...).
             text = redact_secrets(f"{type(exc).__name__}: {exc}", (self._api_key,))
             raise APIConnectionError(f"could not reach the token service: {text}") from None
         if not 200 <= status < 300:
+            # (The headers stay readable after the response is released.)
+            headers = response.headers
             raise error_from_response(
                 status,
                 raw,
-                content_type=content_type,
-                retry_after_header=retry_after,
+                content_type=headers.get("Content-Type", ""),
+                retry_after_header=parse_retry_after(headers.get("Retry-After")),
                 redact=(self._api_key,),
                 too_large=not complete,
             )
@@ -370,11 +392,25 @@ class AsyncClient:
                 status_code=status,
             )
         try:
-            return json.loads(raw), status
+            payload = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             raise InvalidResponseError(
                 f"the service answered {status} with a body that is not JSON", status_code=status
             ) from None
+        try:
+            token = token_from_response(
+                payload, request, base_url=self._base_url, api_version=self._api_version
+            )
+        except Exception:  # any surprise in a 2xx body is "not a usable token"
+            raise InvalidResponseError(
+                f"the service answered {status} with a token this library cannot read",
+                status_code=status,
+            ) from None
+        if token is None:
+            raise InvalidResponseError(
+                f"the service answered {status} without a token name", status_code=status
+            )
+        return token
 
 
 def _encode_request(request: TokenRequest) -> bytes:

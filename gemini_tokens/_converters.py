@@ -738,7 +738,7 @@ def body_for(request: TokenRequest) -> dict[str, Any]:
         "newSessionExpireTime": new_session_text,
     }
     constraints = request.constraints
-    form = None if constraints is None else _wire_form(constraints)
+    form = request.wire_form
     if form is not None:
         setup = form.setup
         mask = form.mask(request.lock_additional_fields)
@@ -764,8 +764,7 @@ def body_bytes(request: TokenRequest) -> bytes:
     JSON cannot carry. Faster for the usual request (memoised constraints, UTC times): the
     setup and mask are serialised once, only the uses and times are written per call.
     """
-    constraints = request.constraints
-    form = None if constraints is None else _wire_form(constraints)
+    form = request.wire_form
     times = request.wire_times
     if form is None or times is None or type(request.uses) is not int:
         return _encode(body_for(request)).encode()
@@ -823,16 +822,17 @@ def token_from_response(
     payload: Any, request: TokenRequest, *, base_url: str, api_version: str
 ) -> EphemeralToken | None:
     """Parse the service's AuthToken; None when it is not a token (no string ``name``)."""
-    if not isinstance(payload, Mapping):
+    # ``type(...) is dict`` first: json.loads gives dicts, and an ABC check costs more.
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         return None
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         return None
     uses = payload.get("uses")
     constraints = request.constraints
-    form = None if constraints is None else _wire_form(constraints)
+    form = request.wire_form
     setup = payload.get("bidiGenerateContentSetup")
-    if isinstance(setup, Mapping):
+    if setup is not None and (type(setup) is dict or isinstance(setup, Mapping)):
         # An odd echo must not lose a minted token: keep what we asked for then.
         # (try/except, not contextlib.suppress: this runs once per token minted.)
         try:

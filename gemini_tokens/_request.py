@@ -7,6 +7,7 @@ surfaces as a `ValidationError` naming the option, not as a 400 from the network
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,9 @@ import attrs
 from gemini_tokens._converters import (
     LOCKABLE_FIELDS,
     _did_you_mean,
+    _memo_key,
+    _wire_form,
+    _WireForm,
     format_time,
     snake,
     structure_constraints,
@@ -65,6 +69,17 @@ class TokenRequest:
     #: ``(expireTime, newSessionExpireTime)`` as sent, formatted once by `build_request` (only
     #: for UTC times, whose text parses back to the very same datetime).
     wire_times: tuple[str, str] | None = attrs.field(default=None, eq=False, repr=False)
+    #: The constraints' shared wire form when they came from the memo (the usual case),
+    #: looked up once here rather than by each step that needs it.
+    wire_form: _WireForm | None = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(
+            lambda self: None if self.constraints is None else _wire_form(self.constraints),
+            takes_self=True,
+        ),
+    )
 
 
 def reject_unknown(options: Mapping[str, Any]) -> None:
@@ -119,6 +134,8 @@ def _resolve(
 def _check_lock(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
+    if not value and type(value) in (list, tuple):
+        return ()  # the usual "lock only what is set"
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ValidationError(
             "lock_additional_fields", "must be None or a list of config field names"
@@ -137,6 +154,63 @@ def _check_lock(value: Any) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+def _resolve_times(
+    expire_minutes: Any,
+    expire_time: Any,
+    new_session_expire_minutes: Any,
+    new_session_expire_time: Any,
+    now: dt.datetime,
+) -> tuple[dt.datetime, dt.datetime]:
+    """The token's expiry and new-session deadline from the time options, checked."""
+    expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
+    new_session = _resolve(
+        "new_session_expire_minutes",
+        new_session_expire_minutes,
+        "new_session_expire_time",
+        new_session_expire_time,
+        now,
+    )
+    if expire is None:
+        expire = now + DEFAULT_EXPIRE
+    if new_session is None:
+        # The default new-session deadline never outlives the token.
+        return expire, min(now + DEFAULT_NEW_SESSION_EXPIRE, expire)
+    if new_session > expire:
+        name = (
+            "new_session_expire_time"
+            if new_session_expire_time is not None
+            else "new_session_expire_minutes"
+        )
+        raise ValidationError(name, "must not be later than the token's expiry")
+    return expire, new_session
+
+
+#: Requests with the default times, by (second, options): within one second, the same
+#: options make the very same request, so a busy server validates and formats it once.
+_DEFAULT_TIMED: dict[Any, TokenRequest] = {}
+_DEFAULT_TIMED_SIZE = 64
+
+
+def _default_timed_key(
+    uses: Any, live_connect_constraints: Any, lock_additional_fields: Any
+) -> Any:
+    """The memo key of a request that uses the default times; None when there is none."""
+    if type(uses) is not int:
+        return None
+    lock = lock_additional_fields
+    if lock is not None:
+        if type(lock) not in (list, tuple) or any(type(name) is not str for name in lock):
+            return None
+        lock = tuple(lock)
+    if live_connect_constraints is None:
+        constraints_key = None
+    else:
+        constraints_key = _memo_key(live_connect_constraints)
+        if constraints_key is None:
+            return None
+    return (uses, lock, constraints_key)
+
+
 def build_request(
     *,
     uses: Any = 1,
@@ -153,39 +227,65 @@ def build_request(
     Raises:
         ValidationError: naming the option and the rule it breaks.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if isinstance(uses, bool) or not isinstance(uses, int):
+    if (
+        now is None
+        and expire_minutes is None
+        and expire_time is None
+        and new_session_expire_minutes is None
+        and new_session_expire_time is None
+    ):
+        # The usual call: default times, which are whole seconds so that calls within one
+        # second can share one request (a token then lives up to a second less than 30 min).
+        second = int(time.time())
+        key = _default_timed_key(uses, live_connect_constraints, lock_additional_fields)
+        if key is not None:
+            key = (second, key)
+            hit = _DEFAULT_TIMED.get(key)
+            if hit is not None:
+                return hit
+        request = build_request(
+            uses=uses,
+            live_connect_constraints=live_connect_constraints,
+            lock_additional_fields=lock_additional_fields,
+            now=dt.datetime.fromtimestamp(second, dt.timezone.utc),
+        )
+        # Shared only when immutable all the way down: memoised (or no) constraints.
+        if key is not None and (request.constraints is None or request.wire_form is not None):
+            if len(_DEFAULT_TIMED) >= _DEFAULT_TIMED_SIZE:
+                _DEFAULT_TIMED.clear()  # bounded; a new second makes old keys useless anyway
+            _DEFAULT_TIMED[key] = request
+        return request
+    utc = dt.timezone.utc
+    now = now or dt.datetime.now(utc)
+    # ``type(uses) is int`` first: the usual case, and cheaper than the checks it skips.
+    if type(uses) is not int and (isinstance(uses, bool) or not isinstance(uses, int)):
         raise ValidationError("uses", f"must be an integer, not {type(uses).__name__}")
     if uses < 0:
         raise ValidationError("uses", f"must be 0 (no limit) or more; got {uses}")
     if uses > _MAX_INT32:  # the service's field is an int32
         raise ValidationError("uses", f"must be at most {_MAX_INT32}; got {uses}")
-    expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
-    new_session = _resolve(
-        "new_session_expire_minutes",
-        new_session_expire_minutes,
-        "new_session_expire_time",
-        new_session_expire_time,
-        now,
-    )
-    if expire is None:
+    if (
+        expire_minutes is None
+        and expire_time is None
+        and new_session_expire_minutes is None
+        and new_session_expire_time is None
+    ):
+        # The usual call: both defaults (the new-session one is the shorter).
         expire = now + DEFAULT_EXPIRE
-    if new_session is None:
-        # The default new-session deadline never outlives the token.
-        new_session = min(now + DEFAULT_NEW_SESSION_EXPIRE, expire)
-    elif new_session > expire:
-        name = (
-            "new_session_expire_time"
-            if new_session_expire_time is not None
-            else "new_session_expire_minutes"
+        new_session = now + DEFAULT_NEW_SESSION_EXPIRE
+    else:
+        expire, new_session = _resolve_times(
+            expire_minutes,
+            expire_time,
+            new_session_expire_minutes,
+            new_session_expire_time,
+            now,
         )
-        raise ValidationError(name, "must not be later than the token's expiry")
     constraints = (
         None
         if live_connect_constraints is None
         else structure_constraints(live_connect_constraints)
     )
-    utc = dt.timezone.utc
     return TokenRequest(
         uses=uses,
         expire_time=expire,

@@ -195,13 +195,15 @@ async def call_with_retries(
             further sleep when the server's hint exceeds ``policy.max_retry_wait`` or when
             the next sleep would end past the deadline.
     """
-    loop = asyncio.get_running_loop()
-    stop_at = None if deadline is None else loop.time() + deadline
+    # The clock is read only when needed: a first attempt without a deadline never does.
+    # (get_running_loop() costs a system call on Python < 3.12.)
+    loop = None if deadline is None else asyncio.get_running_loop()
+    stop_at = None if loop is None or deadline is None else loop.time() + deadline
     attempts = 0
     last: APIError | None = None
     try:
         while True:
-            remaining = None if stop_at is None else stop_at - loop.time()
+            remaining = None if loop is None or stop_at is None else stop_at - loop.time()
             if remaining is not None and remaining <= 0:
                 # A late wake-up: the last real failure says more than "out of time".
                 if last is not None:
@@ -215,6 +217,7 @@ async def call_with_retries(
             except APIError as exc:
                 exc.attempts = attempts
                 last = exc
+                loop = loop or asyncio.get_running_loop()
                 delay = _delay_or_raise(exc, policy, attempts, loop.time(), stop_at)
             # Sleep outside the except block: a cancellation here is not "during" the error.
             await asyncio.sleep(delay)

@@ -14,14 +14,17 @@ ones are left untouched (see ``_client._FORK_ORPHANS``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from gemini_tokens._client import _FORK_ORPHANS, AsyncClient
+from gemini_tokens._client import _FORK_ORPHANS, AsyncClient, _Process
 from gemini_tokens._config import DEFAULT_API_VERSION, Timeout
 from gemini_tokens._errors import ConfigurationError
 
@@ -38,27 +41,91 @@ __all__ = ["Client"]
 T = TypeVar("T")
 
 
+_CLOSED_IN_FLIGHT = "the client was closed while this call was in flight"
+
+
+class _Call:
+    """One blocking call: its coroutine, its outcome, and the lock its caller waits on."""
+
+    __slots__ = ("coro", "done", "error", "task", "value")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.done = threading.Lock()
+        self.done.acquire()  # released once, when the outcome is set
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def fail(self, message: str) -> None:
+        """Settle a call that never ran (the client was closed first)."""
+        self.coro.close()
+        self.error = ConfigurationError(message)
+        self.done.release()
+
+
+async def _execute(call: _Call) -> None:
+    """Run a call's coroutine and hand its outcome to the waiting thread.
+
+    The release happens here, inside the task's last step, rather than in a done callback,
+    which would cost the loop one more turn per call.
+    """
+    try:
+        call.value = await call.coro
+    except asyncio.CancelledError:
+        call.error = ConfigurationError(_CLOSED_IN_FLIGHT)
+    except BaseException as exc:  # KeyboardInterrupt too: it belongs to the caller
+        call.error = exc
+    finally:
+        call.done.release()
+
+
 class _LoopThread:
-    """An event loop running forever in a daemon thread, restarted lazily after a fork."""
+    """An event loop running forever in a daemon thread, restarted lazily after a fork.
+
+    Calls reach the loop through a queue: a caller appends its `_Call` and wakes the loop
+    only when no wake-up is already on its way, so calls made together (many threads at
+    once) share one wake-up instead of paying one each. The wake-up is an eventfd (a pipe
+    where there is none) that the loop watches with ``add_reader``: cheaper than
+    ``call_soon_threadsafe``'s, which it falls back to where a loop cannot watch a file.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._pending: collections.deque[_Call] = collections.deque()
+        self._wake_scheduled = False
+        self._stopping = False
+        #: (read end, write end) of the wake-up, or None: use call_soon_threadsafe.
+        self._wake_fds: tuple[int, int] | None = None
+        _RUNNERS.add(self)
 
     @property
     def started(self) -> bool:
         return self._loop is not None and self._pid == os.getpid()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None and self._pid == _Process.pid:
+            return loop  # the usual case, without taking the lock
         with self._lock:
-            if self._loop is not None and self._pid != os.getpid():
-                # Inherited from the parent: its thread does not exist here. Never close it.
-                _FORK_ORPHANS.append(self._loop)
-                self._loop = self._thread = None
+            if self._pid != os.getpid():
+                # Inherited from the parent: its thread does not exist here. Never close
+                # its loop or its wake-up files (they are the parent's too).
+                if self._loop is not None:
+                    _FORK_ORPHANS.append(self._loop)
+                self._loop = self._thread = self._wake_fds = None
+                # The parent's queued calls belong to threads that do not exist here.
+                self._pending = collections.deque()
+                self._wake_scheduled = self._stopping = False
+                self._pid = os.getpid()
+            if self._stopping:
+                raise ConfigurationError("this client is closed; create a new one")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
+                self._wake_fds = self._watch_wake_fds(loop)
                 ready = threading.Event()
                 thread = threading.Thread(
                     target=self._run, args=(loop, ready), name="gemini-tokens-loop", daemon=True
@@ -67,6 +134,23 @@ class _LoopThread:
                 ready.wait()
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
             return self._loop
+
+    def _watch_wake_fds(self, loop: asyncio.AbstractEventLoop) -> tuple[int, int] | None:
+        """Make the wake-up file and have ``loop`` watch it; None where it cannot."""
+        if hasattr(os, "eventfd"):  # Linux
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            fds = (fd, fd)
+        else:
+            fds = os.pipe()
+            for fd in fds:
+                os.set_blocking(fd, False)
+        try:
+            loop.add_reader(fds[0], self._on_wake)
+        except NotImplementedError:  # e.g. Windows' proactor loop
+            for fd in set(fds):
+                os.close(fd)
+            return None
+        return fds
 
     @staticmethod
     def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
@@ -79,52 +163,117 @@ class _LoopThread:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the private loop; the future resolves in any thread."""
-        loop = self._ensure_loop()
+        try:
+            loop = self._ensure_loop()
+        except ConfigurationError:
+            coro.close()
+            raise
         return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def _on_wake(self) -> None:
+        """On the loop: the wake-up file is readable. Empty it, then start the queued calls."""
+        fds = self._wake_fds
+        if fds is not None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                os.read(fds[0], 4096)  # an eventfd's 8-byte counter, or a pipe's bytes
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        """On the loop: start every queued call (one wake-up may carry many)."""
+        self._wake_scheduled = False  # before popping: a call queued from now on wakes us
+        loop = self._loop
+        pending = self._pending
+        while pending:
+            call = pending.popleft()
+            if loop is None:  # pragma: no cover - stop() clears it only after this loop
+                call.fail(_CLOSED_IN_FLIGHT)
+            else:
+                call.task = loop.create_task(_execute(call))
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Wake the loop from another thread; False if it is closed."""
+        # Under the lock: stop() closes the file under it, and a closed descriptor's number
+        # may be reused by another file at once.
+        with self._lock:
+            fds = self._wake_fds
+            if fds is not None:
+                with contextlib.suppress(BlockingIOError):  # a full pipe: already awake
+                    os.write(fds[1], _ONE)
+                return True
+        try:
+            loop.call_soon_threadsafe(self._start_pending)
+        except RuntimeError:  # the loop was closed by a concurrent close()
+            return False
+        return True
+
+    def _fail_pending(self) -> None:
+        """Settle every queued call that no loop will start. Each call is popped once."""
+        while True:
+            try:
+                call = self._pending.popleft()
+            except IndexError:
+                return
+            call.fail(_CLOSED_IN_FLIGHT)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the private loop and block until it finishes.
 
-        The hand-off is a bare lock rather than ``run_coroutine_threadsafe``'s future: the
-        two thread wake-ups are the facade's whole cost, and a lock is the cheapest way to
-        make them (see docs/performance.md).
+        The hand-off is a queue, a wake-up file and a bare lock rather than
+        ``run_coroutine_threadsafe``'s futures: the thread wake-ups are the facade's whole
+        cost (see docs/performance.md).
         """
         if self.in_loop_thread():
             coro.close()
             raise ConfigurationError(
                 "the sync Client was called from its own event loop; use AsyncClient there"
             )
-        loop = self._ensure_loop()
-        done = threading.Lock()
-        done.acquire()
-        tasks: list[asyncio.Task[T]] = []
-
-        def start() -> None:
-            task = loop.create_task(coro)
-            tasks.append(task)
-            task.add_done_callback(lambda _: done.release())
-
         try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop was closed by a concurrent close()
+            loop = self._ensure_loop()
+        except ConfigurationError:
             coro.close()
-            raise ConfigurationError("this client is closed; create a new one") from None
+            raise
+        call = _Call(coro)
+        self._pending.append(call)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            try:
+                woken = self._wake(loop)
+            except BaseException:
+                self._wake_scheduled = False  # so that the next call wakes the loop
+                raise
+            if not woken:
+                self._fail_pending()
+        if self._stopping:
+            # A close() began meanwhile and may already have swept the queue.
+            self._fail_pending()
         try:
-            done.acquire()
+            call.done.acquire()
         except BaseException:
             # KeyboardInterrupt while waiting: do not leave the coroutine running.
-            loop.call_soon_threadsafe(lambda: tasks and tasks[0].cancel())
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._cancel, call)
             raise
-        task = tasks[0]
-        if task.cancelled():
-            raise ConfigurationError("the client was closed while this call was in flight")
-        return task.result()
+        error = call.error
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = call.error = None  # no exception -> traceback -> frame -> call cycle
+        value: T = call.value
+        return value
+
+    def _cancel(self, call: _Call) -> None:
+        """On the loop: cancel a call whose caller stopped waiting."""
+        if call.task is not None:
+            call.task.cancel()
 
     def stop(self) -> None:
         """Stop the loop and join its thread (no-op if never started or inherited).
 
-        Calls still in flight are cancelled first, so that no caller waits forever.
+        Calls still in flight are cancelled first, and queued ones are failed, so that no
+        caller waits forever.
         """
+        self._stopping = True  # refuse new calls first, then sweep the queue
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -135,6 +284,7 @@ class _LoopThread:
             return
 
         async def _drain() -> None:
+            self._fail_pending()
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in pending:
                 task.cancel()
@@ -144,7 +294,29 @@ class _LoopThread:
         asyncio.run_coroutine_threadsafe(_drain(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
+        with self._lock:
+            fds, self._wake_fds = self._wake_fds, None
+        if fds is not None:
+            loop.remove_reader(fds[0])
+            for fd in set(fds):
+                os.close(fd)
         loop.close()
+        self._fail_pending()  # queued after the sweep above
+
+
+_ONE = (1).to_bytes(8, sys.byteorder)  # an eventfd takes an 8-byte count; a pipe any bytes
+
+#: Every runner, so that a forked child can replace locks a parent's thread may have held.
+_RUNNERS: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runner in list(_RUNNERS):
+        runner._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _shutdown(runner: _LoopThread, client: AsyncClient) -> None:
