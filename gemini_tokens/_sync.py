@@ -159,7 +159,8 @@ class _LoopThread:
         loop.run_forever()
 
     def in_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        thread = self._thread
+        return thread is not None and threading.get_ident() == thread.ident
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the private loop; the future resolves in any thread."""
@@ -197,8 +198,10 @@ class _LoopThread:
         with self._lock:
             fds = self._wake_fds
             if fds is not None:
-                with contextlib.suppress(BlockingIOError):  # a full pipe: already awake
+                try:  # noqa: SIM105 - not suppress(): this runs on every call
                     os.write(fds[1], _ONE)
+                except BlockingIOError:
+                    pass  # a full pipe: the loop has wake-ups pending anyway
                 return True
         try:
             loop.call_soon_threadsafe(self._start_pending)
@@ -234,7 +237,12 @@ class _LoopThread:
             raise
         call = _Call(coro)
         self._pending.append(call)
-        if not self._wake_scheduled:
+        if self._stopping:
+            # A close() began meanwhile and may already have swept the queue.
+            self._fail_pending()
+        elif not self._wake_scheduled:
+            # The wake-up comes last: the loop thread starts at once, and anything this
+            # thread still did before blocking would hold it up on the GIL.
             self._wake_scheduled = True
             try:
                 woken = self._wake(loop)
@@ -243,9 +251,6 @@ class _LoopThread:
                 raise
             if not woken:
                 self._fail_pending()
-        if self._stopping:
-            # A close() began meanwhile and may already have swept the queue.
-            self._fail_pending()
         try:
             call.done.acquire()
         except BaseException:

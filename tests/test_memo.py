@@ -192,3 +192,115 @@ def test_user_and_wire_are_still_importable() -> None:
 
     assert user.structure({"model": "m"}, LiveConnectConstraints).model == "m"
     assert wire.unstructure(LiveConnectConfig(top_p=0.5)) == {"topP": 0.5}
+
+
+# -- requests with the default times, shared within one second ---------------------------------
+
+
+class _Clock:
+    """Stands in for the ``time`` module in ``_request``: a wall clock we set."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    from gemini_tokens import _request
+
+    fake = _Clock(1_900_000_000.25)
+    monkeypatch.setattr(_request, "time", fake)
+    monkeypatch.setattr(_request, "_DEFAULT_TIMED", {})
+    return fake
+
+
+OPTIONS = constraints(response_modalities=["AUDIO"], temperature=0.7)
+
+
+def test_default_times_are_whole_seconds_from_now(clock: _Clock) -> None:
+    request = build_request(live_connect_constraints=OPTIONS, lock_additional_fields=[])
+    second = dt.datetime.fromtimestamp(1_900_000_000, dt.timezone.utc)
+    assert request.expire_time == second + dt.timedelta(minutes=30)
+    assert request.new_session_expire_time == second + dt.timedelta(seconds=60)
+    body = json.loads(body_bytes(request))
+    assert body["expireTime"] == "2030-03-17T18:16:40Z"  # 1_900_000_000 + 1800 s
+    assert body["newSessionExpireTime"] == "2030-03-17T17:47:40Z"
+    assert body_bytes(request) == slow_body(request)
+
+
+def test_the_same_options_in_the_same_second_share_one_request(clock: _Clock) -> None:
+    first = build_request(live_connect_constraints=OPTIONS, lock_additional_fields=[])
+    clock.now += 0.5  # still the same second
+    assert build_request(live_connect_constraints=OPTIONS, lock_additional_fields=[]) is first
+    clock.now += 0.5  # the next second: new times
+    later = build_request(live_connect_constraints=OPTIONS, lock_additional_fields=[])
+    assert later is not first
+    assert later.expire_time - first.expire_time == dt.timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"uses": 1}, {"uses": 2}),
+        ({"uses": 1}, {"uses": True}),
+        ({"lock_additional_fields": []}, {"lock_additional_fields": None}),
+        ({"lock_additional_fields": []}, {"lock_additional_fields": ["temperature"]}),
+        ({"live_connect_constraints": OPTIONS}, {"live_connect_constraints": None}),
+        (
+            {"live_connect_constraints": constraints(temperature=0.7)},
+            {"live_connect_constraints": constraints(temperature=0.8)},
+        ),
+        (
+            {"live_connect_constraints": constraints(top_k=1)},
+            {"live_connect_constraints": constraints(top_k=1.0)},
+        ),
+    ],
+)
+def test_different_options_never_share_a_request(
+    clock: _Clock, a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    try:
+        first = build_request(**a)
+    except ValidationError:
+        pytest.skip("not a valid request")
+    try:
+        second = build_request(**b)
+    except ValidationError:
+        return  # refused: certainly not the first request handed back
+    assert second is not first
+    assert body_bytes(second) == slow_body(second)
+
+
+def test_a_list_changed_between_calls_is_validated_again(clock: _Clock) -> None:
+    lock = ["temperature"]
+    first = build_request(live_connect_constraints=OPTIONS, lock_additional_fields=lock)
+    lock.append("no_such_field")
+    with pytest.raises(ValidationError, match=r"lock_additional_fields\[1\]"):
+        build_request(live_connect_constraints=OPTIONS, lock_additional_fields=lock)
+    lock.pop()
+    assert build_request(live_connect_constraints=OPTIONS, lock_additional_fields=lock) is first
+
+
+def test_requests_holding_mutable_data_are_not_shared(clock: _Clock) -> None:
+    value = constraints(labels={"team": "a"})  # a user's dict the request keeps
+    first = build_request(live_connect_constraints=value)
+    assert build_request(live_connect_constraints=value) is not first
+
+
+def test_explicit_times_keep_their_microseconds_and_are_not_shared(clock: _Clock) -> None:
+    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=123456) + dt.timedelta(hours=1)
+    first = build_request(expire_time=when)
+    assert first.expire_time == when
+    assert json.loads(body_bytes(first))["expireTime"].endswith(".123456Z")
+    assert build_request(expire_time=when) is not first
+
+
+def test_the_shared_requests_stay_bounded(clock: _Clock) -> None:
+    from gemini_tokens import _request
+
+    for uses in range(_request._DEFAULT_TIMED_SIZE * 2):
+        assert build_request(uses=uses).uses == uses
+    assert len(_request._DEFAULT_TIMED) <= _request._DEFAULT_TIMED_SIZE

@@ -243,3 +243,133 @@ def test_close_during_a_call_fails_the_call_instead_of_hanging(server: Recording
     assert len(errors) == 1
     assert isinstance(errors[0], ConfigurationError)
     assert "closed" in str(errors[0])
+
+
+# -- the hand-off: a queue and a wake-up file ---------------------------------------------------
+
+
+def _mint_from_threads(client: Client, threads: int = 8, calls: int = 5) -> list[int]:
+    def work(i: int) -> list[int]:
+        return [client.create(uses=i * 100 + k).uses or 0 for k in range(calls)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sorted(u for batch in pool.map(work, range(threads)) for u in batch)
+
+
+def _expected(threads: int = 8, calls: int = 5) -> list[int]:
+    return sorted(i * 100 + k for i in range(threads) for k in range(calls))
+
+
+def test_the_loop_is_woken_through_an_eventfd_and_closes_it(server: RecordingServer) -> None:
+    client = Client(API_KEY, base_url=server.base_url)
+    assert _mint_from_threads(client) == _expected()
+    fds = client._runner._wake_fds
+    assert fds is not None
+    if hasattr(os, "eventfd"):
+        assert fds[0] == fds[1]  # one eventfd
+    client.close()
+    assert client._runner._wake_fds is None
+    for fd in set(fds):
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed, not leaked
+
+
+def test_without_eventfd_a_pipe_wakes_the_loop(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "eventfd", raising=False)  # macOS and the BSDs have none
+    with Client(API_KEY, base_url=server.base_url) as client:
+        assert _mint_from_threads(client) == _expected()
+        fds = client._runner._wake_fds
+        assert fds is not None
+        assert fds[0] != fds[1]
+
+
+def test_a_loop_that_cannot_watch_files_is_woken_with_call_soon_threadsafe(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio.base_events
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError  # as Windows' proactor loop does
+
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "add_reader", refuse)
+    monkeypatch.setattr(asyncio.SelectorEventLoop, "add_reader", refuse)
+    with Client(API_KEY, base_url=server.base_url) as client:
+        assert _mint_from_threads(client) == _expected()
+        assert client._runner._wake_fds is None
+
+
+def test_close_while_many_threads_call_settles_every_call(server: RecordingServer) -> None:
+    """Calls queued, in flight or arriving during close() all end: a token or 'closed'."""
+    client = Client(API_KEY, base_url=server.base_url)
+    client.create()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    started = threading.Barrier(17)
+
+    def work() -> None:
+        started.wait()
+        for _ in range(50):
+            try:
+                client.create()
+                result = "token"
+            except ConfigurationError as exc:
+                result = "closed" if "closed" in str(exc) else repr(exc)
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    started.wait()
+    threading.Event().wait(0.05)
+    client.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a caller hangs"
+    assert len(outcomes) == 16 * 50
+    assert set(outcomes) == {"token", "closed"}
+    assert not _loop_threads()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_another_thread_holds_the_runner_lock(server: RecordingServer) -> None:
+    """A parent's thread may be inside the hand-off at fork time; the child must not hang."""
+    client = Client(API_KEY, base_url=server.base_url)
+    client.create()
+    runner = client._runner
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runner._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal_alarm = getattr(__import__("signal"), "alarm", None)
+            if signal_alarm:
+                signal_alarm(20)  # a hang fails the test instead of blocking it
+            os.write(write_fd, str(client.create(uses=3).uses).encode())
+            client.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as pipe:
+        answer = pipe.read()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer == "3"
+    client.close()
