@@ -373,3 +373,86 @@ def test_fork_while_another_thread_holds_the_runner_lock(server: RecordingServer
     assert os.waitstatus_to_exitcode(status) == 0
     assert answer == "3"
     client.close()
+
+
+# -- waiting: a thread's eventfd, or a lock ------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux-only")
+def test_each_thread_waits_on_its_own_eventfd_closed_when_the_thread_ends(
+    server: RecordingServer,
+) -> None:
+    from gemini_tokens import _sync
+
+    seen: dict[str, int] = {}
+
+    def work(name: str) -> None:
+        client.create()
+        waiter = _sync._WAITERS.waiter
+        assert waiter is not None
+        seen[name] = waiter.fd
+        client.create()
+        assert _sync._WAITERS.waiter is waiter  # kept for the thread's next calls
+
+    with Client(API_KEY, base_url=server.base_url) as client:
+        threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert len(set(seen.values())) == 3
+    del threads
+    gc.collect()
+    for fd in seen.values():
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed with its thread
+
+
+@pytest.mark.parametrize("eventfd", [True, False], ids=["eventfd", "lock"])
+def test_an_interrupted_wait_leaves_the_thread_able_to_call_again(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch, eventfd: bool
+) -> None:
+    """Ctrl-C during a call: it raises at once, and the late answer reaches nobody."""
+    import signal
+
+    from aiohttp import web
+
+    from gemini_tokens import _sync
+
+    if eventfd and not hasattr(os, "eventfd"):
+        pytest.skip("eventfd is Linux-only")
+    if not eventfd:
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    monkeypatch.setattr(_sync._WAITERS, "waiter", None, raising=False)
+    answered = threading.Event()
+
+    def slow(body: dict[str, object]) -> web.StreamResponse:
+        threading.Event().wait(0.5)
+        answered.set()
+        return web.json_response({"name": "auth_tokens/late", "uses": 77})
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    client = Client(API_KEY, base_url=server.base_url)
+    try:
+        client.create()
+        first_waiter = _sync._WAITERS.waiter
+        server.respond = slow
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(KeyboardInterrupt):
+                client.create(uses=77)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        server.respond = None
+        answered.wait(5)
+        threading.Event().wait(0.1)  # let a late wake-up land, if one is coming
+        if eventfd:
+            assert _sync._WAITERS.waiter is not first_waiter  # the old one was given up
+        for uses in (3, 4):
+            assert client.create(uses=uses).uses == uses  # not the interrupted call's 77
+    finally:
+        client.close()
