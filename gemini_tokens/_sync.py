@@ -44,79 +44,30 @@ T = TypeVar("T")
 _CLOSED_IN_FLIGHT = "the client was closed while this call was in flight"
 
 
-class _Waiter:
-    """A thread's eventfd (Linux) to block on until its call is done; one per thread.
-
-    Waking a thread through a file lets the loop thread drop the GIL before the wake-up
-    (``os.write`` does), so the woken caller does not queue for the GIL behind it; that is
-    cheaper than releasing a lock the caller blocks on. The file is closed when the thread
-    ends (or, after an interrupted wait, once the abandoned call has settled).
-    """
-
-    __slots__ = ("__weakref__", "fd", "pid")
-
-    def __init__(self) -> None:
-        self.fd = os.eventfd(0, os.EFD_CLOEXEC)
-        self.pid = _Process.pid
-        # Not at exit: a client's own exit-time shutdown may still wait on it then.
-        weakref.finalize(self, os.close, self.fd).atexit = False
-
-
-_WAITERS = threading.local()
-
-
-def _thread_waiter() -> _Waiter | None:
-    """This thread's waiter; None where there is no eventfd (a lock is used instead)."""
-    waiter: _Waiter | None = getattr(_WAITERS, "waiter", None)
-    if waiter is None or waiter.pid != _Process.pid:
-        # (A forked child must not share its parent's file: make its own.)
-        if not hasattr(os, "eventfd"):
-            return None
-        waiter = _WAITERS.waiter = _Waiter()
-    return waiter
-
-
 class _Call:
-    """One blocking call: its coroutine, its outcome, and what its caller waits on."""
+    """One blocking call: its coroutine, its outcome, and the lock its caller waits on."""
 
-    __slots__ = ("coro", "done", "error", "task", "value", "waiter")
+    __slots__ = ("coro", "done", "error", "task", "value")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], waiter: _Waiter | None) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.coro = coro
-        self.waiter = waiter
-        self.done: threading.Lock | None = None
-        if waiter is None:
-            self.done = threading.Lock()
-            self.done.acquire()  # released once, when the outcome is set
+        self.done = threading.Lock()
+        self.done.acquire()  # released once, when the outcome is set
         self.value: Any = None
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-
-    def wait(self) -> None:
-        """Block until `settle` (in the calling thread)."""
-        if self.waiter is not None:
-            os.read(self.waiter.fd, 8)  # the eventfd's count; retried on EINTR (PEP 475)
-        elif self.done is not None:
-            self.done.acquire()
-
-    def settle(self) -> None:
-        """Wake the caller: the outcome is set. Called exactly once per call."""
-        if self.waiter is not None:
-            os.write(self.waiter.fd, _ONE)
-        elif self.done is not None:
-            self.done.release()
 
     def fail(self, message: str) -> None:
         """Settle a call that never ran (the client was closed first)."""
         self.coro.close()
         self.error = ConfigurationError(message)
-        self.settle()
+        self.done.release()
 
 
 async def _execute(call: _Call) -> None:
     """Run a call's coroutine and hand its outcome to the waiting thread.
 
-    The wake-up happens here, inside the task's last step, rather than in a done callback,
+    The release happens here, inside the task's last step, rather than in a done callback,
     which would cost the loop one more turn per call.
     """
     try:
@@ -126,7 +77,7 @@ async def _execute(call: _Call) -> None:
     except BaseException as exc:  # KeyboardInterrupt too: it belongs to the caller
         call.error = exc
     finally:
-        call.settle()
+        call.done.release()
 
 
 class _LoopThread:
@@ -284,7 +235,7 @@ class _LoopThread:
         except ConfigurationError:
             coro.close()
             raise
-        call = _Call(coro, _thread_waiter())
+        call = _Call(coro)
         self._pending.append(call)
         if self._stopping:
             # A close() began meanwhile and may already have swept the queue.
@@ -301,13 +252,9 @@ class _LoopThread:
             if not woken:
                 self._fail_pending()
         try:
-            call.wait()
+            call.done.acquire()
         except BaseException:
-            # KeyboardInterrupt while waiting: do not leave the coroutine running. Its
-            # wake-up may still come, so this thread's waiter is given up: the next call
-            # makes a new one, and the call keeps the old one open until it settles.
-            if call.waiter is not None and getattr(_WAITERS, "waiter", None) is call.waiter:
-                _WAITERS.waiter = None
+            # KeyboardInterrupt while waiting: do not leave the coroutine running.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._cancel, call)
             raise
