@@ -715,11 +715,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset")
-    parser.add_argument("--rounds", type=int, default=9, help="timing rounds (median taken)")
+    parser.add_argument("--rounds", type=int, default=11, help="timing rounds (median taken)")
     parser.add_argument(
         "--procs", type=int, default=3, help="worker processes per client (rounds in turn)"
     )
-    parser.add_argument("--seq", type=int, default=300, help="sequential calls per round")
+    parser.add_argument("--seq", type=int, default=1000, help="sequential calls per round")
     parser.add_argument("--c32", type=int, default=960, help="calls per round at concurrency 32")
     parser.add_argument("--c256", type=int, default=2560, help="calls per round at concurrency 256")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up calls per client")

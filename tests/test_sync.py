@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -373,3 +374,41 @@ def test_fork_while_another_thread_holds_the_runner_lock(server: RecordingServer
     assert os.waitstatus_to_exitcode(status) == 0
     assert answer == "3"
     client.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_an_interrupted_wait_leaves_the_thread_able_to_call_again(
+    server: RecordingServer,
+) -> None:
+    """Ctrl-C during a call: it raises at once, and the late answer reaches nobody."""
+    from aiohttp import web
+
+    answered = threading.Event()
+
+    def slow(body: dict[str, object]) -> web.StreamResponse:
+        threading.Event().wait(0.5)
+        answered.set()
+        return web.json_response({"name": "auth_tokens/late", "uses": 77})
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    client = Client(API_KEY, base_url=server.base_url)
+    try:
+        client.create()
+        server.respond = slow
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(KeyboardInterrupt):
+                client.create(uses=77)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        server.respond = None
+        answered.wait(5)
+        threading.Event().wait(0.1)  # let a late outcome land, if one is coming
+        for uses in (3, 4):
+            assert client.create(uses=uses).uses == uses  # not the interrupted call's 77
+    finally:
+        client.close()
