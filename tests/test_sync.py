@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -97,11 +98,10 @@ def test_calling_from_its_own_loop_is_refused(server: RecordingServer) -> None:
             future.result(10)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_child_gets_fresh_loop_and_session(server: RecordingServer) -> None:
-    """Celery prefork / gunicorn --preload: a client used before fork works in the child."""
-    client = Client(API_KEY, base_url=server.base_url)
-    parent_token = client.create(uses=1)
+def _run_in_fork(
+    work: Callable[[], str], *, meanwhile: Callable[[], object] = lambda: None
+) -> tuple[int, str]:
+    """Fork; the child runs ``work`` and sends its text back. Returns (exit code, text)."""
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():
         # Python 3.12+ warns about fork() in a multi-threaded process; that is the scenario.
@@ -111,20 +111,33 @@ def test_fork_child_gets_fresh_loop_and_session(server: RecordingServer) -> None
         code = 1
         try:
             os.close(read_fd)
-            token = client.create(uses=7)
-            again = client.create(uses=8)
-            message = json.dumps({"uses": [token.uses, again.uses], "pid": os.getpid()})
-            os.write(write_fd, message.encode())
-            client.close()
+            signal.alarm(20)  # a hang fails the test instead of blocking it
+            os.write(write_fd, work().encode())
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
+    meanwhile()
     _, status = os.waitpid(pid, 0)
     with os.fdopen(read_fd) as pipe:
-        report = json.loads(pipe.read() or "{}")
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert report["uses"] == [7, 8]
+        return os.waitstatus_to_exitcode(status), pipe.read()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_gets_fresh_loop_and_session(server: RecordingServer) -> None:
+    """Celery prefork / gunicorn --preload: a client used before fork works in the child."""
+    client = Client(API_KEY, base_url=server.base_url)
+    parent_token = client.create(uses=1)
+
+    def in_child() -> str:
+        token = client.create(uses=7)
+        again = client.create(uses=8)
+        client.close()
+        return json.dumps({"uses": [token.uses, again.uses]})
+
+    code, text = _run_in_fork(in_child)
+    assert code == 0
+    assert json.loads(text)["uses"] == [7, 8]
     # The parent's client still works after the child used (and closed) its own copy.
     after = client.create(uses=9)
     assert after.uses == 9
@@ -350,29 +363,15 @@ def test_fork_while_another_thread_holds_the_runner_lock(server: RecordingServer
     holder = threading.Thread(target=hold)
     holder.start()
     held.wait(5)
-    read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            signal_alarm = getattr(__import__("signal"), "alarm", None)
-            if signal_alarm:
-                signal_alarm(20)  # a hang fails the test instead of blocking it
-            os.write(write_fd, str(client.create(uses=3).uses).encode())
-            client.close()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    release.set()
+
+    def in_child() -> str:
+        uses = client.create(uses=3).uses
+        client.close()
+        return str(uses)
+
+    code, text = _run_in_fork(in_child, meanwhile=release.set)
     holder.join()
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read_fd) as pipe:
-        answer = pipe.read()
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert answer == "3"
+    assert (code, text) == (0, "3")
     client.close()
 
 
