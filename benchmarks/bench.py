@@ -332,11 +332,11 @@ def worker(client: str, base_url: str) -> None:
             profiler = Profiler(interval=0.0002, async_mode="disabled")
             profiler.start()
         gc0 = sum(g["collections"] for g in gc.get_stats())
-        times0 = os.times()
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         errors = runner.run(concurrency, n)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        times1 = os.times()
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
         gcs = sum(g["collections"] for g in gc.get_stats()) - gc0
         if profiler is not None:
             profiler.stop()
@@ -344,7 +344,10 @@ def worker(client: str, base_url: str) -> None:
         total += n
         rss, peak = _rss_kib()
         reply = {"n": n, "c": concurrency, "cpu": cpu, "wall": wall, "errors": errors,
-                 "user": times1.user - times0.user, "sys": times1.system - times0.system,
+                 "user": usage1.ru_utime - usage0.ru_utime,
+                 "sys": usage1.ru_stime - usage0.ru_stime,
+                 "switches": (usage1.ru_nvcsw + usage1.ru_nivcsw)
+                 - (usage0.ru_nvcsw + usage0.ru_nivcsw),
                  "gc": gcs, "rss_kib": rss, "peak_kib": peak, "total": total}  # fmt: skip
         print(REPLY + json.dumps(reply), flush=True)
     runner.close()
@@ -539,9 +542,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     {
                         "cpu_us": x["cpu"] / x["n"] * 1e6,
                         "wall_us": x["wall"] / x["n"] * 1e6,
-                        # os.times() ticks are 10 ms: rough per-call figures.
                         "user_us": x["user"] / x["n"] * 1e6,
                         "sys_us": x["sys"] / x["n"] * 1e6,
+                        "context_switches": x["switches"] / x["n"],
                         "gc_collections": x["gc"],
                     }
                     for x in s[mode]
