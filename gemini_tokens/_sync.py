@@ -406,7 +406,11 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool and stop the private loop's thread. Idempotent."""
+        """Close the connection pool and stop the private loop's thread. Idempotent.
+
+        Calls still running in other threads then fail with `ConfigurationError` rather
+        than wait; later calls are refused the same way.
+        """
         self._closed = True
         self._finalizer()
 
