@@ -356,11 +356,16 @@ class AsyncClient:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
+                # A body over MAX_RESPONSE_BYTES is never read whole: a declared length
+                # over it is refused unread, an undeclared one one byte past it. (The
+                # connection is then closed, not reused: the rest is still on it.)
                 length = response.content_length
-                if length is not None and length <= MAX_RESPONSE_BYTES:
+                if length is None:
+                    raw, complete = await _read_undeclared(response)
+                elif length <= MAX_RESPONSE_BYTES:
                     raw, complete = await response.read(), True  # the usual answer
                 else:
-                    raw, complete = await _read_limited(response)
+                    raw, complete = b"", False
                 status = response.status
         except asyncio.TimeoutError as exc:
             connect_error = getattr(aiohttp, "ConnectionTimeoutError", ())
@@ -428,18 +433,11 @@ def _encode_request(request: TokenRequest) -> bytes:
         ) from None
 
 
-async def _read_limited(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """Read at most MAX_RESPONSE_BYTES; ``complete`` is False if the body was larger.
+async def _read_undeclared(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """Read a body of undeclared length, stopping one byte past MAX_RESPONSE_BYTES.
 
-    A larger body is never read whole: a declared length over the limit is refused before
-    reading anything, an undeclared one after one byte past the limit. The connection is
-    then closed, not reused, since the rest of the body is still on it.
+    ``complete`` is False when the body was larger (and then nothing is returned).
     """
-    length = response.content_length
-    if length is not None and length > MAX_RESPONSE_BYTES:
-        return b"", False
-    if length is not None:
-        return await response.read(), True  # a declared length within the limit
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -57,10 +57,10 @@ class _Call:
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def fail(self, message: str) -> None:
+    def fail(self) -> None:
         """Settle a call that never ran (the client was closed first)."""
         self.coro.close()
-        self.error = ConfigurationError(message)
+        self.error = ConfigurationError(_CLOSED_IN_FLIGHT)
         self.done.release()
 
 
@@ -187,7 +187,7 @@ class _LoopThread:
         while pending:
             call = pending.popleft()
             if loop is None:  # pragma: no cover - stop() clears it only after this loop
-                call.fail(_CLOSED_IN_FLIGHT)
+                call.fail()
             else:
                 call.task = loop.create_task(_execute(call))
 
@@ -198,10 +198,8 @@ class _LoopThread:
         with self._lock:
             fds = self._wake_fds
             if fds is not None:
-                try:  # noqa: SIM105 - not suppress(): this runs on every call
+                with contextlib.suppress(BlockingIOError):  # a full pipe: already awake
                     os.write(fds[1], _ONE)
-                except BlockingIOError:
-                    pass  # a full pipe: the loop has wake-ups pending anyway
                 return True
         try:
             loop.call_soon_threadsafe(self._start_pending)
@@ -216,7 +214,7 @@ class _LoopThread:
                 call = self._pending.popleft()
             except IndexError:
                 return
-            call.fail(_CLOSED_IN_FLIGHT)
+            call.fail()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the private loop and block until it finishes.

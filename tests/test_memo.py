@@ -262,10 +262,7 @@ def test_the_same_options_in_the_same_second_share_one_request(clock: _Clock) ->
 def test_different_options_never_share_a_request(
     clock: _Clock, a: dict[str, Any], b: dict[str, Any]
 ) -> None:
-    try:
-        first = build_request(**a)
-    except ValidationError:
-        pytest.skip("not a valid request")
+    first = build_request(**a)
     try:
         second = build_request(**b)
     except ValidationError:
