@@ -28,7 +28,7 @@ from gemini_tokens._config import (
     resolve_base_url,
     resolve_timeout,
 )
-from gemini_tokens._converters import body_bytes, token_from_response
+from gemini_tokens._converters import body_bytes, body_for
 from gemini_tokens._errors import (
     APIConnectionError,
     APIError,
@@ -39,8 +39,9 @@ from gemini_tokens._errors import (
     error_from_response,
     redact_secrets,
 )
-from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
-from gemini_tokens._request import TokenRequest, build_request, reject_unknown
+from gemini_tokens._models import EphemeralToken, LiveConnectConstraints, TokenRequest
+from gemini_tokens._parse import parse_token
+from gemini_tokens._request import build_request, reject_unknown
 from gemini_tokens._retry import RetryPolicy, call_with_retries, parse_retry_after
 from gemini_tokens._version import __version__
 
@@ -271,11 +272,12 @@ class AsyncClient:
             or not (math.isfinite(deadline) and deadline > 0)
         ):
             raise ValidationError("deadline", "must be a positive, finite number of seconds")
-        body = _encode_request(request)
+        body = body_for(request)
+        data = body_bytes(body)
         try:
             # A partial, not a nested coroutine: one coroutine frame fewer on every await.
             return await call_with_retries(
-                functools.partial(self._attempt, body, request), policy, deadline=deadline
+                functools.partial(self._attempt, data, request, body), policy, deadline=deadline
             )
         except APIError as exc:
             # The one place that cuts the chain: an aiohttp or JSON error below may quote the
@@ -337,7 +339,11 @@ class AsyncClient:
         return timeout
 
     async def _attempt(
-        self, body: bytes, request: TokenRequest, remaining: float | None
+        self,
+        data: bytes,
+        request: TokenRequest,
+        body: Mapping[str, Any],
+        remaining: float | None,
     ) -> EphemeralToken:
         """One POST, and the token in its answer; a typed error otherwise.
 
@@ -351,7 +357,7 @@ class AsyncClient:
         try:
             async with session.post(
                 self._url,
-                data=body,
+                data=data,
                 headers=None if self._owns_session else self._headers,
                 timeout=timeout,
                 allow_redirects=False,
@@ -401,36 +407,21 @@ class AsyncClient:
                 f"the service answered {status} with a body that is not JSON", status_code=status
             ) from None
         try:
-            token = token_from_response(
-                payload, request, base_url=self._base_url, api_version=self._api_version
+            return parse_token(
+                payload,
+                request,
+                body,
+                status=status,
+                base_url=self._base_url,
+                api_version=self._api_version,
             )
+        except InvalidResponseError:
+            raise
         except Exception:  # any surprise in a 2xx body is "not a usable token"
             raise InvalidResponseError(
                 f"the service answered {status} with a token this library cannot read",
                 status_code=status,
             ) from None
-        if token is None:
-            raise InvalidResponseError(
-                f"the service answered {status} without a token name", status_code=status
-            )
-        return token
-
-
-def _encode_request(request: TokenRequest) -> bytes:
-    """The request body as JSON, or a `ValidationError` (before anything is sent).
-
-    Free-form options (``avatar_config``, tool settings, JSON schemas) are passed through
-    as given; a value JSON cannot carry (a set, bytes, NaN, a cycle) must not escape as a
-    TypeError, nor go out as invalid JSON.
-    """
-    try:
-        return body_bytes(request)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValidationError(
-            "live_connect_constraints",
-            "must hold only JSON values (str, int, float, bool, None, lists, dicts); "
-            f"{type(exc).__name__}: {exc}",
-        ) from None
 
 
 async def _read_undeclared(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:

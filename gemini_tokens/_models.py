@@ -1,7 +1,8 @@
 """The data: immutable attrs classes in the user's words (snake_case).
 
 How these cross the wire (camelCase, shorthands, flattening) is owned by `_converters`; the
-classes here only describe shapes. Every class is frozen and keyword-only; every field is
+classes here only describe shapes, and this module imports nothing of the package's but its
+errors. Every class is frozen and keyword-only; every field is
 optional and ``None`` means "not set" (it is omitted on the wire).
 
 The config classes mirror the official SDK's ``google.genai.types`` so that a dict written for
@@ -10,10 +11,12 @@ one works with the other.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
@@ -43,9 +46,12 @@ __all__ = [
     "SpeakerVoiceConfig",
     "SpeechConfig",
     "ThinkingConfig",
+    "TokenRequest",
     "Tool",
     "TranslationConfig",
     "VoiceConfig",
+    "format_time",
+    "live_url",
 ]
 
 
@@ -373,6 +379,35 @@ def _redact_name(name: str) -> str:
     return f"{prefix}/***" if sep else "***"
 
 
+def format_time(value: dt.datetime) -> str:
+    """An instant as the wire writes it: RFC 3339 in UTC with a ``Z``.
+
+    ``2031-05-06T07:08:09Z``, with microseconds when they are not zero.
+    """
+    if value.tzinfo is not dt.timezone.utc:
+        value = value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """A validated token request, in Python types (built by `_request.build_request`).
+
+    Attributes:
+        uses: Sessions the token may open; 0 means no limit.
+        expire_time: The token's expiry (aware, UTC).
+        new_session_expire_time: The new-session deadline (aware, UTC), not after the expiry.
+        constraints: The validated constraints, or None.
+        lock_additional_fields: ``lock_additional_fields`` as given (None, or names).
+    """
+
+    uses: int
+    expire_time: dt.datetime
+    new_session_expire_time: dt.datetime
+    constraints: LiveConnectConstraints | None = None
+    lock_additional_fields: tuple[str, ...] | None = None
+
+
 @attrs.frozen(kw_only=True)
 class EphemeralToken:
     """A minted ephemeral token.
@@ -388,6 +423,12 @@ class EphemeralToken:
         live_connect_constraints: The model and config the token is locked to, if any.
         locked_fields: The ``fieldMask`` paths, or None when no mask was sent (then a
             constrained setup is locked whole).
+        setup_json: The ``bidiGenerateContentSetup`` JSON as the service answered it (or as
+            it was sent, when the answer did not repeat it): what `to_dict` hands on, numbers
+            and unknown fields as they were. Given by the parser; None when not constrained.
+        base_url: Where the token was minted, so that `live_url` points at the same
+            service (or emulator).
+        api_version: The API version it was minted on.
     """
 
     name: str = attrs.field(repr=_redact_name)
@@ -396,7 +437,7 @@ class EphemeralToken:
     uses: int | None = None
     live_connect_constraints: LiveConnectConstraints | None = None
     locked_fields: tuple[str, ...] | None = None
-    # Where the token was minted: lets live_url() point at the same service (or emulator).
+    setup_json: Mapping[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
     base_url: str = attrs.field(
         default="https://generativelanguage.googleapis.com", repr=False, eq=False
     )
@@ -412,9 +453,18 @@ class EphemeralToken:
         ``newSessionExpireTime``, ``uses`` and, when constrained, ``bidiGenerateContentSetup``
         and ``fieldMask``. It never contains the API key.
         """
-        from gemini_tokens._converters import token_to_dict
-
-        return token_to_dict(self)
+        out: dict[str, Any] = {"name": self.name}
+        if self.expire_time is not None:
+            out["expireTime"] = format_time(self.expire_time)
+        if self.new_session_expire_time is not None:
+            out["newSessionExpireTime"] = format_time(self.new_session_expire_time)
+        if self.uses is not None:
+            out["uses"] = self.uses
+        if self.setup_json:
+            out["bidiGenerateContentSetup"] = copy.deepcopy(dict(self.setup_json))
+        if self.locked_fields is not None:
+            out["fieldMask"] = ",".join(self.locked_fields)
+        return out
 
     def live_url(self) -> str:
         """The Live API WebSocket URL that opens a session with this token.
@@ -423,6 +473,16 @@ class EphemeralToken:
         (``ws://`` when the token came from a plain-HTTP loopback server, such as the emulator).
         The URL contains the token: treat it as a secret too.
         """
-        from gemini_tokens._converters import live_url
-
         return live_url(self.base_url, self.api_version, self.name)
+
+
+def live_url(base_url: str, api_version: str, token_name: str) -> str:
+    """The ``BidiGenerateContentConstrained`` WebSocket URL for a token."""
+    parts = urlsplit(base_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    path = (
+        f"{parts.path.rstrip('/')}/ws/google.ai.generativelanguage.{api_version}"
+        ".GenerativeService.BidiGenerateContentConstrained"
+    )
+    query = "access_token=" + quote(token_name, safe="")
+    return urlunsplit((scheme, parts.netloc, path, query, ""))

@@ -35,7 +35,8 @@ from gemini_tokens import (
     RateLimitError,
     ServerError,
 )
-from gemini_tokens._converters import body_for, parse_time
+from gemini_tokens._converters import body_for
+from gemini_tokens._parse import parse_time
 from gemini_tokens._request import build_request
 from gemini_tokens.testing import Clock, Emulator, IssuedToken, RecordedRequest
 

@@ -17,15 +17,7 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._converters import (
-    GENERATION_FIELDS,
-    SETUP_FIELDS,
-    camel,
-    setup_to_wire,
-    snake,
-    user,
-    wire,
-)
+from gemini_tokens._converters import setup_to_wire, user, wire
 from gemini_tokens._errors import ValidationError
 from gemini_tokens._models import (
     Content,
@@ -33,6 +25,7 @@ from gemini_tokens._models import (
     LiveConnectConfig,
     LiveConnectConstraints,
 )
+from gemini_tokens._naming import GENERATION_FIELDS, SETUP_FIELDS, camel, snake
 
 __all__ = [
     "CLIENT_MESSAGES",
