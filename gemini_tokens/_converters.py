@@ -18,6 +18,7 @@ property names, label keys, texts) is never renamed.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import types
@@ -27,20 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from gemini_tokens._enums import WireEnum
 from gemini_tokens._errors import ValidationError
 from gemini_tokens._models import (
-    Content,
-    FunctionDeclaration,
     LiveConnectConfig,
     LiveConnectConstraints,
-    MediaResolution,
-    Modality,
-    Part,
     PrebuiltVoiceConfig,
+    SafetySetting,
+    SessionResumptionConfig,
     SpeechConfig,
     TokenRequest,
     VoiceConfig,
-    format_time,
 )
 from gemini_tokens._naming import (
     FLAT_GENERATION_FIELDS,
@@ -51,6 +49,16 @@ from gemini_tokens._naming import (
     field_mask,
     snake,
 )
+from gemini_tokens._structures import (
+    Content,
+    FunctionCall,
+    FunctionDeclaration,
+    GoogleMaps,
+    GoogleSearch,
+    Part,
+    Tool,
+)
+from gemini_tokens._times import format_time, parse_time
 
 if TYPE_CHECKING:
     import cattrs
@@ -72,7 +80,28 @@ __all__ = [
     "wire",
 ]
 
-_VERTEX_ONLY = {"explicit_vad_signal": "it exists only on Vertex AI, which has no ephemeral tokens"}
+_VERTEX = "it exists only on Vertex AI, which has no ephemeral tokens"
+#: Fields the official SDK refuses for the Developer API, by class: refused here too, before
+#: anything is sent, with the reason (whether or not the model mirrors the field).
+REFUSED: dict[tuple[type, str], str] = {
+    (LiveConnectConfig, "explicit_vad_signal"): _VERTEX,
+    (SessionResumptionConfig, "transparent"): _VERTEX,
+    (SafetySetting, "method"): _VERTEX,
+    (Tool, "retrieval"): _VERTEX,
+    (Tool, "enterprise_web_search"): _VERTEX,
+    (Tool, "parallel_ai_search"): _VERTEX,
+    (Tool, "exa_ai_search"): _VERTEX,
+    (GoogleSearch, "exclude_domains"): _VERTEX,
+    (GoogleSearch, "blocking_confidence"): _VERTEX,
+    (GoogleMaps, "grounding_types"): _VERTEX,
+    (FunctionCall, "partial_args"): _VERTEX,
+    (GoogleMaps, "auth_config"): (
+        "a key in the setup would travel with the token to whoever holds it (to_dict); "
+        "give the Maps key to the service another way"
+    ),
+    (SpeechConfig, "multi_speaker_voice_config"): "it is not supported in the Live API",
+}
+_MODEL_REFUSED = ("?", "&", "..")
 
 # -- hooks of the user converter (strict) ------------------------------------------------------
 
@@ -109,20 +138,44 @@ def _strict_str(value: Any, _: Any) -> str:
     return value
 
 
-def _enum_hook(enum_cls: Any, short_prefix: str = "") -> Callable[[Any, Any], Any]:
-    names = [m.value for m in enum_cls]
+def _wire_enums() -> list[type[WireEnum]]:
+    return WireEnum.__subclasses__()
+
+
+def _enum_value(member: WireEnum) -> str:
+    return str(member.value)
+
+
+def _enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
+    """A `WireEnum`: a member, or its name in any case (the common prefix may be left out)."""
+    members = enum_cls._value2member_map_
+    prefix = enum_cls.short_prefix()
+    allowed = ", ".join(members)
 
     def structure(value: Any, _: Any) -> Any:
         if isinstance(value, enum_cls):
             return value
         if isinstance(value, str):
-            key = value.upper()
-            for candidate in (key, short_prefix + key):
-                if candidate in names:
-                    return enum_cls(candidate)
-        raise ValidationError("", f"must be one of {', '.join(names)}; got {value!r}")
+            key = value.strip().upper()
+            member = members.get(key) or (members.get(prefix + key) if prefix else None)
+            if member is not None:
+                return member
+        raise ValidationError("", f"must be one of {allowed}; got {value!r}")
 
     return structure
+
+
+def _strict_datetime(value: Any, _: Any) -> dt.datetime:
+    """An aware datetime, or an RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``)."""
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        return value.astimezone(dt.timezone.utc)
+    text = value.strip() if isinstance(value, str) else ""
+    parsed = parse_time(text) if text[-1:] in "zZ" or text[-6:-5] in "+-" else None
+    if parsed is None:
+        raise ValidationError(
+            "", f"must be an aware datetime or an RFC 3339 timestamp; got {value!r}"
+        )
+    return parsed
 
 
 def _is_any(tp: Any) -> bool:
@@ -211,7 +264,7 @@ def _attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
         attrs.resolve_types(cls)
         fields = {f.name: f for f in attrs.fields(cls)}
         hooks = {f.name: _lazy_hook(conv, f.type) for f in attrs.fields(cls)}
-        special = _VERTEX_ONLY if cls is LiveConnectConfig else {}
+        refused = {name: why for (owner, name), why in REFUSED.items() if owner is cls}
 
         def structure(value: Any, _: Any) -> Any:
             items: Iterable[tuple[str, Any]]
@@ -226,11 +279,11 @@ def _attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
             kwargs: dict[str, Any] = {}
             for key, item in items:
                 name = key if key in fields or not isinstance(key, str) else snake(key)
+                if strict and name in refused and item is not None:
+                    raise ValidationError(str(key), f"is not supported: {refused[name]}")
                 if name not in fields:
                     if not strict:
                         continue  # the service may add fields; tolerate them
-                    if name in special:
-                        raise ValidationError(str(key), f"is not supported: {special[name]}")
                     raise ValidationError(
                         str(key),
                         f"is not a field of {cls.__name__}{did_you_mean(str(key), fields)}",
@@ -259,14 +312,16 @@ def _build_user() -> cattrs.Converter:
     user.register_structure_hook(float, _strict_float)
     user.register_structure_hook(str, _strict_str)
     user.register_structure_hook_func(_is_any, _passthrough)
-    user.register_structure_hook(Modality, _enum_hook(Modality))
-    user.register_structure_hook(MediaResolution, _enum_hook(MediaResolution, "MEDIA_RESOLUTION_"))
+    user.register_structure_hook(dt.datetime, _strict_datetime)
+    for enum_cls in _wire_enums():  # by class: str's hook would catch these str subclasses
+        user.register_structure_hook(enum_cls, _enum_factory(enum_cls))
     user.register_structure_hook_factory(_is_sequence, _sequence_factory)
     user.register_structure_hook_factory(_is_mapping, _mapping_factory)
     user.register_structure_hook_factory(attrs.has, _attrs_factory(strict=True))
 
     attrs_speech = user.get_structure_hook(SpeechConfig)
     attrs_content = user.get_structure_hook(Content)
+    attrs_part = user.get_structure_hook(Part)
 
     def speech_hook(value: Any, tp: Any) -> SpeechConfig:
         if isinstance(value, str):  # shorthand: a voice name
@@ -275,15 +330,37 @@ def _build_user() -> cattrs.Converter:
         result: SpeechConfig = attrs_speech(value, tp)
         return result
 
+    def part_hook(value: Any, tp: Any) -> Part:
+        if isinstance(value, str):  # shorthand: a text part
+            return Part(text=value)
+        result: Part = attrs_part(value, tp)
+        return result
+
     def content_hook(value: Any, tp: Any) -> Content:
-        if isinstance(value, str):  # shorthand: one text part from the user
-            return Content(parts=(Part(text=value),), role="user")
+        # Shorthands, as the official SDK takes them: a string, a part, or a list of
+        # strings and parts, from the user.
+        if isinstance(value, (str, Part)) or (
+            isinstance(value, Mapping) and value and not set(value) <= _CONTENT_KEYS
+        ):
+            return Content(parts=(part_hook(value, Part),), role="user")
+        if isinstance(value, (list, tuple)):
+            parts = []
+            for index, item in enumerate(value):
+                try:
+                    parts.append(part_hook(item, Part))
+                except ValidationError as exc:
+                    raise exc.at(f"[{index}]") from None
+            return Content(parts=tuple(parts), role="user")
         result: Content = attrs_content(value, tp)
         return result
 
     user.register_structure_hook(SpeechConfig, speech_hook)
+    user.register_structure_hook(Part, part_hook)
     user.register_structure_hook(Content, content_hook)
     return user
+
+
+_CONTENT_KEYS = frozenset({"parts", "role"})
 
 
 # -- the wire converter ------------------------------------------------------------------------
@@ -307,6 +384,13 @@ def _schema_to_wire(schema: Any) -> Any:
         else:
             out[camel(key)] = value
     return out
+
+
+def _wire_datetime(value: Any, _: Any) -> dt.datetime:
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError("not an RFC 3339 timestamp")
+    return parsed
 
 
 def _unstructure_sequence_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any], Any]:
@@ -333,8 +417,11 @@ def _build_wire() -> cattrs.Converter:
         return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames(cls))
 
     wire.register_unstructure_hook_factory(attrs.has, camel_unstructure_factory)
-    wire.register_unstructure_hook(Modality, lambda value: value.value)
-    wire.register_unstructure_hook(MediaResolution, lambda value: value.value)
+    for enum_cls in _wire_enums():
+        wire.register_unstructure_hook(enum_cls, _enum_value)
+        wire.register_structure_hook(enum_cls, _enum_factory(enum_cls))
+    wire.register_unstructure_hook(dt.datetime, format_time)
+    wire.register_structure_hook(dt.datetime, _wire_datetime)
     # Sequences go out as JSON arrays, whatever the caller passed.
     wire.register_unstructure_hook_factory(_is_sequence, _unstructure_sequence_factory)
 
@@ -393,8 +480,15 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
         result: LiveConnectConstraints = converters().user.structure(value, LiveConnectConstraints)
     except ValidationError as exc:
         raise exc.at("live_connect_constraints") from None
-    if result.model is not None and not result.model.removeprefix("models/").strip():
-        raise ValidationError("live_connect_constraints.model", "must not be empty")
+    model = result.model
+    if model is not None:
+        if not model.removeprefix("models/").removeprefix("tunedModels/").strip():
+            raise ValidationError("live_connect_constraints.model", "must not be empty")
+        if any(bad in model for bad in _MODEL_REFUSED):
+            raise ValidationError(
+                "live_connect_constraints.model",
+                "must not contain '?', '&' or '..' (they would change the request)",
+            )
     return result
 
 
@@ -408,7 +502,10 @@ def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
     setup: dict[str, Any] = {}
     if constraints.model is not None:
         model = constraints.model
-        setup["model"] = model if model.startswith("models/") else f"models/{model}"
+        # ``tunedModels/...`` is sent as given; a bare name gets the ``models/`` prefix.
+        setup["model"] = (
+            model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+        )
     config = constraints.config
     if config is None:
         return setup

@@ -1,9 +1,12 @@
-"""The data: immutable attrs classes in the user's words (snake_case).
+"""The Live config a token is constrained to: immutable attrs classes in the user's words.
 
 How these cross the wire (camelCase, shorthands, flattening) is owned by `_converters`; the
-classes here only describe shapes, and this module imports nothing of the package's but its
-errors. Every class is frozen and keyword-only; every field is
-optional and ``None`` means "not set" (it is omitted on the wire).
+classes here only describe shapes, and this module imports nothing of the package's but the
+other data modules (`_structures`, `_enums`, `_times`). Also here: `TokenRequest`, a request
+as `_request` validates it, and `EphemeralToken`, the minted token, which carries the setup
+JSON the parser gave it, so that `EphemeralToken.to_dict` needs no converter. Every class
+is frozen and keyword-only; every field is optional and ``None`` means "not set" (it is
+omitted on the wire).
 
 The config classes mirror the official SDK's ``google.genai.types`` so that a dict written for
 one works with the other.
@@ -13,33 +16,43 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
+from gemini_tokens._enums import (
+    ActivityHandling,
+    AudioTranscriptionMode,
+    EndSensitivity,
+    HarmBlockThreshold,
+    HarmCategory,
+    MediaResolution,
+    Modality,
+    StartSensitivity,
+    ThinkingLevel,
+    TurnCoverage,
+)
+from gemini_tokens._structures import AvatarConfig, Compact, Content, Tool
+from gemini_tokens._times import format_time
+
 __all__ = [
     "AudioTranscriptionConfig",
     "AutomaticActivityDetection",
-    "Blob",
-    "Content",
     "ContextWindowCompressionConfig",
     "EphemeralToken",
-    "FileData",
-    "FunctionDeclaration",
     "GenerationConfig",
     "HistoryConfig",
+    "LanguageAuto",
+    "LanguageHints",
     "LiveConnectConfig",
     "LiveConnectConstraints",
-    "MediaResolution",
-    "Modality",
     "MultiSpeakerVoiceConfig",
-    "Part",
     "PrebuiltVoiceConfig",
     "ProactivityConfig",
     "RealtimeInputConfig",
+    "ReplicatedVoiceConfig",
     "SafetySetting",
     "SessionResumptionConfig",
     "SlidingWindow",
@@ -47,50 +60,13 @@ __all__ = [
     "SpeechConfig",
     "ThinkingConfig",
     "TokenRequest",
-    "Tool",
     "TranslationConfig",
     "VoiceConfig",
-    "format_time",
+    "VoiceConsentSignature",
     "live_url",
 ]
 
-
-class Modality(str, enum.Enum):
-    """A response modality. Strings are accepted too, in any case: ``"audio"``, ``"AUDIO"``."""
-
-    TEXT = "TEXT"
-    AUDIO = "AUDIO"
-    IMAGE = "IMAGE"
-    VIDEO = "VIDEO"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class MediaResolution(str, enum.Enum):
-    """Resolution of media input. Accepts ``"low"`` as well as ``"MEDIA_RESOLUTION_LOW"``."""
-
-    MEDIA_RESOLUTION_UNSPECIFIED = "MEDIA_RESOLUTION_UNSPECIFIED"
-    MEDIA_RESOLUTION_LOW = "MEDIA_RESOLUTION_LOW"
-    MEDIA_RESOLUTION_MEDIUM = "MEDIA_RESOLUTION_MEDIUM"
-    MEDIA_RESOLUTION_HIGH = "MEDIA_RESOLUTION_HIGH"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class _Compact:
-    """Mixin: a repr that shows only the fields that are set."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in attrs.fields(type(self))  # type: ignore[arg-type]
-            if getattr(self, f.name) is not None
-        )
-        return f"{type(self).__name__}({shown})"
+_Compact = Compact
 
 
 # --- speech -----------------------------------------------------------------------------------
@@ -104,10 +80,29 @@ class PrebuiltVoiceConfig(_Compact):
 
 
 @attrs.frozen(kw_only=True, repr=False)
+class VoiceConsentSignature(_Compact):
+    """The consent signature of a replicated voice."""
+
+    signature: str | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class ReplicatedVoiceConfig(_Compact):
+    """A voice replicated from a sample (audio base64-encoded)."""
+
+    mime_type: str | None = None
+    voice_sample_audio: str | None = None
+    consent_audio: str | None = None
+    voice_consent_signature: VoiceConsentSignature | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
 class VoiceConfig(_Compact):
-    """Which voice speaks."""
+    """Which voice speaks: a prebuilt one, a replicated one, or a voice by name."""
 
     prebuilt_voice_config: PrebuiltVoiceConfig | None = None
+    replicated_voice_config: ReplicatedVoiceConfig | None = None
+    voice: str | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -127,7 +122,11 @@ class MultiSpeakerVoiceConfig(_Compact):
 
 @attrs.frozen(kw_only=True, repr=False)
 class SpeechConfig(_Compact):
-    """Speech output settings. A plain string is accepted as shorthand for a voice name."""
+    """Speech output settings. A plain string is accepted as shorthand for a voice name.
+
+    ``multi_speaker_voice_config`` mirrors the SDK's type, but the Live API does not support
+    it: it is refused before anything is sent.
+    """
 
     voice_config: VoiceConfig | None = None
     multi_speaker_voice_config: MultiSpeakerVoiceConfig | None = None
@@ -143,7 +142,7 @@ class ThinkingConfig(_Compact):
 
     include_thoughts: bool | None = None
     thinking_budget: int | None = None
-    thinking_level: str | None = None
+    thinking_level: ThinkingLevel | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -176,84 +175,30 @@ class GenerationConfig(_Compact):
     response_mime_type: str | None = None
 
 
-# --- content ----------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Blob(_Compact):
-    """Inline bytes, base64-encoded as the API expects."""
-
-    mime_type: str | None = None
-    data: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class FileData(_Compact):
-    """A reference to an uploaded file."""
-
-    mime_type: str | None = None
-    file_uri: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Part(_Compact):
-    """One part of a `Content`."""
-
-    text: str | None = None
-    inline_data: Blob | None = None
-    file_data: FileData | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Content(_Compact):
-    """A system instruction or a turn. A plain string is accepted as a one-text-part content."""
-
-    parts: Sequence[Part] | None = None
-    role: str | None = None
-
-
-# --- tools ------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class FunctionDeclaration(_Compact):
-    """A function the model may call.
-
-    ``parameters`` and ``response`` are OpenAPI-style schemas (``{"type": "OBJECT", ...}``);
-    their keywords are camelCased on the wire but property names are sent as written.
-    ``parameters_json_schema`` and ``response_json_schema`` are plain JSON Schema, sent verbatim.
-    """
-
-    name: str | None = None
-    description: str | None = None
-    parameters: Mapping[str, Any] | None = None
-    parameters_json_schema: Any = None
-    response: Mapping[str, Any] | None = None
-    response_json_schema: Any = None
-    behavior: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Tool(_Compact):
-    """A tool the model may use. Built-in tools take a (usually empty) dict, sent verbatim."""
-
-    function_declarations: Sequence[FunctionDeclaration] | None = None
-    google_search: Mapping[str, Any] | None = None
-    google_search_retrieval: Mapping[str, Any] | None = None
-    code_execution: Mapping[str, Any] | None = None
-    url_context: Mapping[str, Any] | None = None
-    google_maps: Mapping[str, Any] | None = None
-
-
 # --- session ----------------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class SessionResumptionConfig(_Compact):
-    """Session resumption. Empty (``{}``) turns it on; ``handle`` resumes a session."""
+    """Session resumption. Empty (``{}``) turns it on; ``handle`` resumes a session.
+
+    ``transparent`` exists only on Vertex AI: it is refused before anything is sent.
+    """
 
     handle: str | None = None
     transparent: bool | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class LanguageAuto(_Compact):
+    """Detect the spoken language (``language_auto``); no settings."""
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class LanguageHints(_Compact):
+    """Languages the audio is likely in."""
+
+    language_codes: Sequence[str] | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -261,6 +206,14 @@ class AudioTranscriptionConfig(_Compact):
     """Transcription of input or output audio. Empty (``{}``) turns it on."""
 
     language_codes: Sequence[str] | None = None
+    language_auto: LanguageAuto | None = None
+    language_hints: LanguageHints | None = None
+    custom_vocabulary: Sequence[str] | None = None
+    adaptation_phrases: Sequence[str] | None = None
+    word_timestamp: bool | None = None
+    diarization: bool | None = None
+    mode: AudioTranscriptionMode | None = None
+    source_text: str | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -268,8 +221,8 @@ class AutomaticActivityDetection(_Compact):
     """Server-side voice activity detection."""
 
     disabled: bool | None = None
-    start_of_speech_sensitivity: str | None = None
-    end_of_speech_sensitivity: str | None = None
+    start_of_speech_sensitivity: StartSensitivity | None = None
+    end_of_speech_sensitivity: EndSensitivity | None = None
     prefix_padding_ms: int | None = None
     silence_duration_ms: int | None = None
 
@@ -279,8 +232,9 @@ class RealtimeInputConfig(_Compact):
     """How realtime input (audio, video) is handled."""
 
     automatic_activity_detection: AutomaticActivityDetection | None = None
-    activity_handling: str | None = None
-    turn_coverage: str | None = None
+    activity_handling: ActivityHandling | None = None
+    turn_coverage: TurnCoverage | None = None
+    interim_transcript_timestamp_enabled: bool | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -315,11 +269,13 @@ class HistoryConfig(_Compact):
 
 @attrs.frozen(kw_only=True, repr=False)
 class SafetySetting(_Compact):
-    """A safety threshold for one harm category."""
+    """A safety threshold for one harm category.
 
-    category: str | None = None
-    threshold: str | None = None
-    method: str | None = None
+    (``method`` exists only on Vertex AI: it is refused before anything is sent.)
+    """
+
+    category: HarmCategory | None = None
+    threshold: HarmBlockThreshold | None = None
 
 
 # --- the constraints --------------------------------------------------------------------------
@@ -331,6 +287,8 @@ class LiveConnectConfig(_Compact):
 
     Generation settings are flat here, as in the official SDK (``temperature``, not
     ``generation_config.temperature``); a whole `GenerationConfig` may be given too.
+    ``system_instruction`` may also be given as a string, a `Part`, or a list of strings
+    and parts.
     """
 
     # Go under bidiGenerateContentSetup.generationConfig on the wire.
@@ -357,7 +315,7 @@ class LiveConnectConfig(_Compact):
     proactivity: ProactivityConfig | None = None
     history_config: HistoryConfig | None = None
     safety_settings: Sequence[SafetySetting] | None = None
-    avatar_config: Mapping[str, Any] | None = None
+    avatar_config: AvatarConfig | None = None
     labels: Mapping[str, str] | None = None
 
 
@@ -366,7 +324,8 @@ class LiveConnectConstraints(_Compact):
     """The model and config a token is locked to.
 
     Attributes:
-        model: The model name, with or without the ``models/`` prefix.
+        model: The model name: ``models/...`` or a bare name (the prefix is added), or
+            ``tunedModels/...`` (sent as given).
         config: The Live configuration.
     """
 
@@ -377,16 +336,6 @@ class LiveConnectConstraints(_Compact):
 def _redact_name(name: str) -> str:
     prefix, sep, _ = name.partition("/")
     return f"{prefix}/***" if sep else "***"
-
-
-def format_time(value: dt.datetime) -> str:
-    """An instant as the wire writes it: RFC 3339 in UTC with a ``Z``.
-
-    ``2031-05-06T07:08:09Z``, with microseconds when they are not zero.
-    """
-    if value.tzinfo is not dt.timezone.utc:
-        value = value.astimezone(dt.timezone.utc)
-    return value.replace(tzinfo=None).isoformat() + "Z"
 
 
 @attrs.frozen(kw_only=True)

@@ -10,45 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from gemini_tokens._converters import setup_from_wire
 from gemini_tokens._errors import InvalidResponseError, ValidationError
 from gemini_tokens._models import EphemeralToken, TokenRequest
+from gemini_tokens._times import parse_time
 
 __all__ = ["MAX_NAME_LENGTH", "parse_time", "parse_token"]
 
 #: The longest token name accepted (the service's are about 60 characters).
 MAX_NAME_LENGTH = 256
 _NAME_PREFIX = "auth_tokens/"
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """Parse an RFC 3339 timestamp from the wire (``Z``, offsets, up to nanoseconds).
-
-    Returns None for anything that is not one.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip().replace("z", "Z")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # Python before 3.11 accepts at most 6 fractional digits; the service may send 9.
-    if "." in text:
-        text = _LONG_FRACTION.sub(r"\1", text)
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    try:
-        return parsed.astimezone(dt.timezone.utc)
-    except OverflowError:  # "0001-01-01T00:00:00+01:00" is before datetime.min in UTC
-        return None
 
 
 def _time(payload: Mapping[str, Any], sent: Mapping[str, Any], key: str) -> dt.datetime | None:

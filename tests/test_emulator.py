@@ -161,18 +161,7 @@ def _vector_input(value: Any, now: dt.datetime) -> Any:
     return value
 
 
-# Issue #12 (branch "wire"): the client refuses these two new vectors' fields until it lands.
-_WIRE_12 = pytest.mark.xfail(strict=True, reason="issue #12: client side not implemented yet")
-_NEW_12 = {"system_instruction_list_of_strings", "voice_and_transcription_fields"}
-
-
-@pytest.mark.parametrize(
-    "vector",
-    [
-        pytest.param(v, id=v["name"], marks=[_WIRE_12] if v["name"] in _NEW_12 else [])
-        for v in VECTORS
-    ],
-)
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_every_vector_is_accepted_and_echoed(vector: dict[str, Any]) -> None:
     """The canonical bodies this library sends are what the emulator accepts and stores."""
     now = dt.datetime.now(dt.timezone.utc)

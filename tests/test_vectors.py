@@ -25,29 +25,6 @@ VECTORS: list[dict[str, Any]] = json.loads((SPEC if SPEC.exists() else LOCAL_SPE
 DEFAULT_EXPIRE = dt.timedelta(minutes=30)
 DEFAULT_NEW_SESSION = dt.timedelta(seconds=60)
 SLACK = dt.timedelta(seconds=5)
-# The five vectors added with google-genai 3.6.1 (issue #12): not implemented yet.
-NEW_IN_ISSUE_12 = frozenset(
-    {
-        "enum_values_upper_case",
-        "tuned_model_kept",
-        "builtin_tools_camel_case",
-        "system_instruction_list_of_strings",
-        "voice_and_transcription_fields",
-    }
-)
-
-
-def _params() -> list[Any]:
-    """Every vector, the ones of issue #12 as strict expected failures until it lands."""
-    params = []
-    for vector in VECTORS:
-        marks = []
-        if vector["name"] in NEW_IN_ISSUE_12:
-            marks.append(
-                pytest.mark.xfail(strict=True, reason="issue #12: new vector, not implemented yet")
-            )
-        params.append(pytest.param(vector, id=vector["name"], marks=marks))
-    return params
 
 
 def _materialize(value: Any, now: dt.datetime) -> Any:
@@ -117,7 +94,7 @@ def _call_args(vector: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     return _materialize(vector["input"], now)
 
 
-@pytest.mark.parametrize("vector", _params())
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 async def test_vector_async(server: RecordingServer, vector: dict[str, Any]) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     async with gemini_tokens.AsyncClient(API_KEY, base_url=server.base_url) as client:
@@ -133,7 +110,7 @@ async def test_vector_async(server: RecordingServer, vector: dict[str, Any]) -> 
     assert API_KEY.encode() not in request["raw"]
 
 
-@pytest.mark.parametrize("vector", _params())
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_vector_sync(server: RecordingServer, vector: dict[str, Any]) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     with gemini_tokens.Client(API_KEY, base_url=server.base_url) as client:
@@ -142,7 +119,7 @@ def test_vector_sync(server: RecordingServer, vector: dict[str, Any]) -> None:
     assert token.name.startswith("auth_tokens/")
 
 
-@pytest.mark.parametrize("vector", _params())
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_vector_with_attrs_classes(server: RecordingServer, vector: dict[str, Any]) -> None:
     """The same vectors, with constraints given as attrs classes instead of dicts."""
     now = dt.datetime.now(dt.timezone.utc)

@@ -25,8 +25,8 @@ import attrs
 from gemini_tokens._errors import ConfigurationError
 from gemini_tokens._models import live_url
 from gemini_tokens._naming import camel
-from gemini_tokens._parse import parse_time
 from gemini_tokens._request import DEFAULT_EXPIRE, DEFAULT_NEW_SESSION_EXPIRE, MAX_AHEAD
+from gemini_tokens._times import parse_time
 from gemini_tokens.testing._clock import Clock
 from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
 from gemini_tokens.testing._setup import (

@@ -55,7 +55,7 @@ class IssuedToken:
 
     def to_wire(self) -> dict[str, Any]:
         """The AuthToken resource, as the emulator answered it."""
-        from gemini_tokens._models import format_time
+        from gemini_tokens._times import format_time
 
         out: dict[str, Any] = {
             "name": self.name,

@@ -19,13 +19,9 @@ import attrs
 
 from gemini_tokens._converters import setup_to_wire, user, wire
 from gemini_tokens._errors import ValidationError
-from gemini_tokens._models import (
-    Content,
-    GenerationConfig,
-    LiveConnectConfig,
-    LiveConnectConstraints,
-)
+from gemini_tokens._models import GenerationConfig, LiveConnectConfig, LiveConnectConstraints
 from gemini_tokens._naming import GENERATION_FIELDS, SETUP_FIELDS, camel, snake
+from gemini_tokens._structures import Content
 
 __all__ = [
     "CLIENT_MESSAGES",
