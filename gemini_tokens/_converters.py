@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -165,12 +166,16 @@ def _enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
     return structure
 
 
+#: A date, a time and an offset: what an RFC 3339 timestamp must end with.
+_RFC3339_END = re.compile(r"\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d:\d\d)$")
+
+
 def _strict_datetime(value: Any, _: Any) -> dt.datetime:
     """An aware datetime, or an RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``)."""
     if isinstance(value, dt.datetime) and value.utcoffset() is not None:
         return value.astimezone(dt.timezone.utc)
     text = value.strip() if isinstance(value, str) else ""
-    parsed = parse_time(text) if text[-1:] in "zZ" or text[-6:-5] in "+-" else None
+    parsed = parse_time(text) if _RFC3339_END.search(text) else None
     if parsed is None:
         raise ValidationError(
             "", f"must be an aware datetime or an RFC 3339 timestamp; got {value!r}"
