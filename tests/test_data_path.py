@@ -99,7 +99,7 @@ def test_import_leaves_aiohttp_and_cattrs_for_first_use() -> None:
 #: The core's modules, outermost first. A module may import only modules of a later rank
 #: (face -> clients -> request/retry/wire -> models -> errors); equal ranks never import
 #: each other. A new core module must be placed here.
-ORDER: dict[str, int] = {
+ORDER: dict[str, float] = {
     "__main__": -2,
     "_cli": -1,
     "__init__": 1,
@@ -111,6 +111,7 @@ ORDER: dict[str, int] = {
     "_parse": 4,
     "_instrumentation": 4,
     "_converters": 5,
+    "_hooks": 5.5,
     "_naming": 6,
     "_models": 7,
     "_structures": 8,
@@ -152,7 +153,7 @@ def _imports(path: pathlib.Path) -> list[tuple[int, str]]:
     return [(line, name) for line, name in found if name.split(".")[0] == "gemini_tokens"]
 
 
-def _rank(module: str) -> int | None:
+def _rank(module: str) -> float | None:
     parts = module.split(".")
     if len(parts) == 1:
         return ORDER["__init__"]

@@ -32,7 +32,8 @@ from gemini_tokens import (
     Tool,
     ValidationError,
 )
-from gemini_tokens._converters import REFUSED, body_for
+from gemini_tokens._converters import body_for
+from gemini_tokens._hooks import REFUSED
 from gemini_tokens._request import build_request
 
 from .conftest import API_KEY, RecordingServer
