@@ -56,7 +56,7 @@ from gemini_tokens._models import (
     TokenRequest,
     VoiceConfig,
 )
-from gemini_tokens._naming import FLAT_GENERATION_FIELDS, SETUP_FIELDS, UNFLATTEN, camel, field_mask
+from gemini_tokens._naming import FLAT_GENERATION_FIELDS, UNFLATTEN, camel, field_mask
 from gemini_tokens._structures import Content, FunctionDeclaration, Part
 from gemini_tokens._times import format_time
 
@@ -239,9 +239,8 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
     return result
 
 
-#: ``(field, wire name)`` of the config fields, in the order they go out.
-_FLAT_GENERATION_WIRE = tuple((name, camel(name)) for name in FLAT_GENERATION_FIELDS)
-_SETUP_WIRE = tuple((name, camel(name)) for name in SETUP_FIELDS)
+#: The wire names of the generation settings `LiveConnectConfig` holds flat.
+_FLAT_GENERATION_KEYS = tuple(camel(name) for name in FLAT_GENERATION_FIELDS)
 
 
 def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
@@ -256,20 +255,16 @@ def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
     config = constraints.config
     if config is None:
         return setup
-    unstructure = converters().wire.unstructure
-    generation: dict[str, Any] = {}
-    if config.generation_config is not None:
-        generation.update(unstructure(config.generation_config))
-    for name, wire_name in _FLAT_GENERATION_WIRE:
-        value = getattr(config, name)
-        if value is not None:
-            generation[wire_name] = unstructure(value)
+    # The config as camelCase JSON (fields not set omitted), then the generation settings
+    # moved under generationConfig: flat ones over those of a whole generation_config.
+    flat: dict[str, Any] = converters().wire.unstructure(config)
+    generation: dict[str, Any] = flat.pop("generationConfig", {})
+    for wire_name in _FLAT_GENERATION_KEYS:
+        if wire_name in flat:
+            generation[wire_name] = flat.pop(wire_name)
     if generation:
         setup["generationConfig"] = generation
-    for name, wire_name in _SETUP_WIRE:
-        value = getattr(config, name)
-        if value is not None:
-            setup[wire_name] = unstructure(value)
+    setup.update(flat)
     return setup
 
 
