@@ -284,3 +284,29 @@ def test_to_dict_cannot_change_the_token() -> None:
     token = EphemeralToken(name="auth_tokens/x", setup_json={"generationConfig": {"topK": 3}})
     token.to_dict()["bidiGenerateContentSetup"]["generationConfig"]["topK"] = 4
     assert token.to_dict()["bidiGenerateContentSetup"] == {"generationConfig": {"topK": 3}}
+
+
+@pytest.mark.parametrize(("sent", "read"), [("3", 3), (3, 3), (3.0, 3), ("x", 1), (True, 1)])
+async def test_uses_is_read_as_proto3_json(server: RecordingServer, sent: Any, read: int) -> None:
+    """An int64/int32 field may come as a number or a decimal string; junk falls back."""
+    from aiohttp import web
+
+    server.respond = lambda body: web.json_response({"name": "auth_tokens/x", "uses": sent})
+    async with gemini_tokens.AsyncClient(API_KEY, base_url=server.base_url) as client:
+        token = await client.create(uses=1)
+    assert token.uses == read
+    assert type(token.uses) is int
+
+
+async def test_an_echo_that_differs_is_what_the_token_holds(server: RecordingServer) -> None:
+    from aiohttp import web
+
+    echo = {"model": "models/other", "generationConfig": {"topK": 4, "futureField": 1}}
+    server.respond = lambda body: web.json_response(
+        {"name": "auth_tokens/x", "bidiGenerateContentSetup": echo}
+    )
+    async with gemini_tokens.AsyncClient(API_KEY, base_url=server.base_url) as client:
+        token = await client.create(live_connect_constraints={"model": MODEL})
+    assert token.live_connect_constraints is not None
+    assert token.live_connect_constraints.model == "models/other"
+    assert token.to_dict()["bidiGenerateContentSetup"] == echo
