@@ -16,8 +16,8 @@ def _tls_lines(ca_file: str) -> str:
     return (
         f"TLS: https and wss, with a throwaway CA whose certificate is at\n  {ca_file}\n"
         "(deleted when the emulator stops). Make clients trust it:\n"
-        f"  export NODE_EXTRA_CA_CERTS={ca_file}   # Node (@google/genai)\n"
-        f"  export SSL_CERT_FILE={ca_file}   # Python (google-genai, gemini-tokens)\n"
+        f"  export NODE_EXTRA_CA_CERTS={ca_file}   # Node\n"
+        f"  export SSL_CERT_FILE={ca_file}   # Python\n"
     )
 
 

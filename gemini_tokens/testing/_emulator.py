@@ -196,7 +196,16 @@ class Emulator:
       rest from the client). The plain ``BidiGenerateContent`` method takes the API key and
       refuses tokens (1008 "Method doesn't allow unregistered callers ..."). A
       ``clientContent`` text turn gets a deterministic text reply stating the effective
-      model, modalities and temperature, then ``turnComplete``.
+      model, modalities and temperature, then ``turnComplete``; a session whose modalities
+      include ``AUDIO`` gets audio (``audio/pcm;rate=24000``) and, when asked for, output
+      transcription; streamed ``realtimeInput`` audio is answered once the client ends it.
+    - Reading: bodies and messages are read by proto3's JSON rules (camelCase or
+      snake_case names, integers as numbers or decimal strings, enums by their exact name),
+      strictly otherwise (unknown fields, wrong types, out-of-range values refused).
+    - Long sessions: with ``sessionResumption`` in the setup it issues handles; resuming
+      with one restores the conversation (later replies tell the earlier turns) and is
+      refused (1011) while the old socket is open. It sends ``goAway {timeLeft}`` and then
+      closes (1011) when told: `go_away`, `go_away_next` or ``go_away_after``.
 
     Args:
         api_key: The key it accepts. Default: a random one (see `api_key`).
