@@ -573,3 +573,17 @@ async def test_no_transcriptions_unless_asked(emu: Emulator) -> None:
     assert parts(seen)
     assert transcription(seen, "outputTranscription") == []
     assert transcription(seen, "inputTranscription") == []
+
+
+async def test_token_fields_are_read_in_camel_or_snake_case_only(emu: Emulator) -> None:
+    status, answer = await post(emu, {"uses": 2, "field_mask": None})
+    assert (status, answer["uses"]) == (200, 2)
+    for odd in ("Uses", "expire_Time", "FieldMask"):
+        status, answer = await post(emu, {odd: 1})
+        assert status == 400
+        assert f'Unknown name "{odd}"' in answer["error"]["message"]
+    status, answer = await post(emu, {"uses": 1, "use_s": 1})
+    assert status == 400
+    status, answer = await post(emu, {"fieldMask": "model", "field_mask": "model"})
+    assert status == 400
+    assert "given twice" in answer["error"]["message"]
