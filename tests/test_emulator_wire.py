@@ -7,6 +7,7 @@ the emulator takes what a real client sends even where Node is not installed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -514,7 +515,7 @@ async def test_audio_needs_audio_stream_end_under_automatic_activity_detection(
         await ws.send_json(js_audio_chunk(0.2))
         await ws.send_json({"realtimeInput": {"activityEnd": {}}})  # not the signal here
         await ws.send_json({"clientContent": {"turns": [], "turnComplete": False}})  # a marker
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await ws.receive(timeout=0.3)
         await ws.send_json(JS_STREAM_END)
         first = json.loads((await ws.receive(timeout=5)).data)
