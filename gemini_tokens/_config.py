@@ -227,7 +227,9 @@ def resolve_proxy(
     With ``trust_env``, ``https_proxy`` / ``HTTPS_PROXY`` (for an https ``url``, else
     ``http_proxy`` / ``HTTP_PROXY``), then ``all_proxy`` / ``ALL_PROXY`` are read, unless
     ``no_proxy`` / ``NO_PROXY`` lists the host (``*`` for every host; ``example.com`` or
-    ``.example.com`` for it and its subdomains; an optional ``:port``). As in the standard
+    ``.example.com`` for it and its subdomains; an optional ``:port``). A loopback host
+    (``127.0.0.1``, ``::1``, ``localhost``: the local emulator) is never sent to the
+    environment's proxy, which could not reach this machine's loopback. As in the standard
     library, ``HTTP_PROXY`` is ignored in a CGI script (``REQUEST_METHOD`` set).
 
     Raises:
@@ -241,6 +243,8 @@ def resolve_proxy(
         return None
     env = os.environ if environ is None else environ
     parts = urlsplit(url)
+    if _is_loopback(parts.hostname or ""):
+        return None
     for name in _PROXY_ENV_VARS.get(parts.scheme, ()):
         if name == "HTTP_PROXY" and "REQUEST_METHOD" in env:
             continue  # "httpoxy": in CGI, HTTP_PROXY comes from the client's Proxy header
