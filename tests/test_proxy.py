@@ -22,7 +22,13 @@ import pytest
 import trustme
 
 import gemini_tokens
-from gemini_tokens import APIConnectionError, AsyncClient, Client, ConfigurationError
+from gemini_tokens import (
+    APIConnectionError,
+    AsyncClient,
+    CertificateVerificationError,
+    Client,
+    ConfigurationError,
+)
 from gemini_tokens._config import check_proxy_url, resolve_proxy
 
 from .conftest import API_KEY
@@ -473,3 +479,15 @@ def test_a_base_url_with_a_bad_port_is_refused(url: str) -> None:
 def test_a_base_url_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="^base_url must be a string"):
         AsyncClient(API_KEY, base_url=b"https://example.com")  # type: ignore[arg-type]
+
+
+async def test_an_untrusted_certificate_behind_the_proxy_fails_at_once(
+    proxy: ConnectProxy, tls_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the tunnel the certificate is the target's: without its CA, no retry."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    async with AsyncClient(API_KEY, base_url=target(tls_server)) as client:
+        with pytest.raises(CertificateVerificationError, match="gemini.invalid") as caught:
+            await client.create()
+    assert caught.value.attempts == 1
+    assert len(proxy.connects) == 1
