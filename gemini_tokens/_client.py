@@ -206,7 +206,9 @@ class AsyncClient:
         proxy_password = urlsplit(proxy_url).password if proxy_url else None
         self._http: Transport = transport.Transport(
             timeout=timeout_setting,
-            tls=transport.ssl_setting(verify),
+            # (Over plain http, the default: a pooled connection then serves a shared
+            # session's own requests too.)
+            tls=transport.ssl_setting(verify) if _uses_tls(self._url, proxy_url) else True,
             proxy=proxy_url,
             secrets=(self._api_key, proxy_password or ""),
         )
@@ -421,6 +423,10 @@ class AsyncClient:
                 f"the service answered {status} without a token name", status_code=status
             )
         return token
+
+
+def _uses_tls(url: str, proxy: str | None) -> bool:
+    return url.startswith("https://") or (proxy or "").startswith("https://")
 
 
 def _encode_request(request: TokenRequest) -> bytes:

@@ -47,6 +47,12 @@ _CA_HINT = (
 )
 
 
+_SHARED_CLOSED = (
+    "the aiohttp session given as session= is closed; "
+    "close the AsyncClient before its session, or give it an open one"
+)
+
+
 class _ForkAwareConnector(aiohttp.TCPConnector):
     """A connector whose finalizer does nothing in a forked child.
 
@@ -176,10 +182,7 @@ class Transport:
         """
         if shared is not None:
             if shared.closed or shared.connector is None:
-                raise ConfigurationError(
-                    "the aiohttp session given as session= is closed; "
-                    "close the AsyncClient before its session, or give it an open one"
-                )
+                raise ConfigurationError(_SHARED_CLOSED)
             connector: aiohttp.BaseConnector = shared.connector
         else:
             connector = _ForkAwareConnector(limit=100, ttl_dns_cache=300)
@@ -219,7 +222,10 @@ class Transport:
             APITimeoutError: the connect or the total timeout expired.
             CertificateVerificationError: the server's certificate could not be verified.
             APIConnectionError: any other failure to get a whole answer.
+            ConfigurationError: the pool (a shared session's) was closed.
         """
+        if session.closed:  # only a shared session's pool can be closed under us
+            raise ConfigurationError(_SHARED_CLOSED)
         try:
             async with session.post(
                 url,
