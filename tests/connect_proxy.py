@@ -146,7 +146,9 @@ class ConnectProxy:
         request_line, *lines = head.decode("latin-1").split("\r\n")
         method, target, _ = request_line.split(" ", 2)
         headers = [line.split(":", 1) for line in lines if ":" in line]
-        auth = next((v.strip() for k, v in headers if k.strip().lower() == "proxy-authorization"), None)
+        auth = next(
+            (v.strip() for k, v in headers if k.strip().lower() == "proxy-authorization"), None
+        )
         self.requests.append(ProxyRequest(method, target, auth))
         if self.require_auth is not None and auth != self.require_auth:
             writer.write(

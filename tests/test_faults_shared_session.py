@@ -143,7 +143,9 @@ async def test_a_long_429_is_a_rate_limit_error_with_retry_after(
 async def test_a_wrong_key_is_an_authentication_error_at_once(
     faults: FaultServer, setting: str
 ) -> None:
-    faults.default = rpc_status(400, message="API key not valid", details=[error_info("API_KEY_INVALID")])
+    faults.default = rpc_status(
+        400, message="API key not valid", details=[error_info("API_KEY_INVALID")]
+    )
     async with shared_session(faults, setting) as session, client_for(faults, session) as c:
         with pytest.raises(AuthenticationError) as caught:
             await c.create()

@@ -412,7 +412,7 @@ def test_a_bad_proxy_is_refused_naming_proxy_and_the_rule(value: Any, rule: str)
     assert message.startswith("proxy ")
     assert rule in message
     assert "s3cr3t-pw" not in message
-    with pytest.raises(ConfigurationError, match="^proxy "):
+    with pytest.raises(ConfigurationError, match=r"^proxy "):
         Client(API_KEY, proxy=value)
 
 
@@ -472,12 +472,12 @@ def test_credentials_in_base_url_are_refused_without_echoing_them(
 
 @pytest.mark.parametrize("url", ["https://example.com:99999", "https://example.com:http"])
 def test_a_base_url_with_a_bad_port_is_refused(url: str) -> None:
-    with pytest.raises(ConfigurationError, match="^base_url has an invalid port"):
+    with pytest.raises(ConfigurationError, match=r"^base_url has an invalid port"):
         AsyncClient(API_KEY, base_url=url)
 
 
 def test_a_base_url_that_is_not_a_string_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="^base_url must be a string"):
+    with pytest.raises(ConfigurationError, match=r"^base_url must be a string"):
         AsyncClient(API_KEY, base_url=b"https://example.com")  # type: ignore[arg-type]
 
 
@@ -487,7 +487,7 @@ async def test_an_untrusted_certificate_behind_the_proxy_fails_at_once(
     """Through the tunnel the certificate is the target's: without its CA, no retry."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     async with AsyncClient(API_KEY, base_url=target(tls_server)) as client:
-        with pytest.raises(CertificateVerificationError, match="gemini.invalid") as caught:
+        with pytest.raises(CertificateVerificationError, match=r"gemini\.invalid") as caught:
             await client.create()
     assert caught.value.attempts == 1
     assert len(proxy.connects) == 1

@@ -16,7 +16,6 @@ import os
 import pathlib
 import shutil
 import ssl
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -96,7 +95,10 @@ async def test_ssl_cert_dir_set_after_aiohttp_import_is_honoured(
     emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
     shutil.copy(emu.ca_file, tmp_path / "emulator-ca.pem")
-    subprocess.run(["openssl", "rehash", str(tmp_path)], check=True, capture_output=True)
+    rehash = await asyncio.create_subprocess_exec(
+        "openssl", "rehash", str(tmp_path), stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await rehash.wait() == 0
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     async with AsyncClient(emu.api_key, base_url=emu.base_url) as client:
         token = await client.create()
@@ -227,9 +229,11 @@ async def test_a_host_name_mismatch_fails_at_once(other_ca: trustme.CA, tmp_path
 
 
 def test_the_sync_client_fails_at_once_too(untrusted: FaultServer) -> None:
-    with Client(API_KEY, base_url=untrusted.base_url, retry=FAST) as client:
-        with pytest.raises(CertificateVerificationError) as caught:
-            client.create()
+    with (
+        Client(API_KEY, base_url=untrusted.base_url, retry=FAST) as client,
+        pytest.raises(CertificateVerificationError) as caught,
+    ):
+        client.create()
     assert caught.value.attempts == 1
 
 
