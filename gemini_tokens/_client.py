@@ -252,10 +252,12 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the connection pool (unless the session was given to us). Idempotent."""
         self._closed = True
+        if os.getpid() != self._pid:
+            self._orphan()  # the parent's session: not ours to close
         session, guard, loop = self._session, self._guard, self._loop
         self._session = self._guard = self._loop = None
-        if session is None or os.getpid() != self._pid:
-            return  # never used, or the parent's (see _get_session)
+        if session is None:
+            return
         if guard is not None and loop is asyncio.get_running_loop():
             await guard.aclose()  # closes the session
         else:
@@ -349,26 +351,36 @@ class AsyncClient:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new one")
         if os.getpid() != self._pid:
-            # A forked child: the parent's session is not ours to use or to close.
-            if self._session is not None:
-                _FORK_ORPHANS.extend((self._session, self._session.connector, self._guard))
-                # (the guard, a suspended generator of the parent's loop, is kept too: its
-                # finalizer would wake that loop through the self-pipe parent and child share)
-                self._session.detach()
-            self._session = self._guard = self._loop = None
-            self._pid = os.getpid()
-        if self._session is not None:
-            if self._loop is not loop:
+            self._orphan()
+        if self._session is not None and self._loop is not loop:
+            if self._loop is not None and self._loop.is_closed():
+                # asyncio.run() would have closed the session (see _close_with_loop).
                 raise ConfigurationError(
-                    "this AsyncClient is bound to the event loop it was first used on; "
-                    "create one client per event loop (or use the sync Client)"
+                    "this AsyncClient's event loop was closed without shutting down its "
+                    "async generators; use asyncio.run(), or run loop.shutdown_asyncgens() "
+                    "before loop.close(), or create a new client"
                 )
-            return self._session  # pragma: no cover - the fast path in _attempt takes it
+            raise ConfigurationError(
+                "this AsyncClient is bound to the event loop it was first used on; "
+                "create one client per event loop (or use the sync Client)"
+            )
+        if self._session is not None:  # pragma: no cover - the fast path in _attempt
+            return self._session
         session = self._http.open_session(self._shared, self._headers)
         guard = _close_with_loop(weakref.ref(self), session)
         await guard.asend(None)  # runs to its yield: the loop now tracks it
         self._session, self._guard, self._loop = session, guard, loop
         return session
+
+    def _orphan(self) -> None:
+        """In a forked child: let go of the parent's session without closing it."""
+        if self._session is not None:
+            # The guard, a suspended generator of the parent's loop, is kept too: its
+            # finalizer would wake that loop through the self-pipe parent and child share.
+            _FORK_ORPHANS.extend((self._session, self._session.connector, self._guard))
+            self._session.detach()
+        self._session = self._guard = self._loop = None
+        self._pid = os.getpid()
 
     async def _attempt(
         self, body: bytes, request: TokenRequest, remaining: float | None

@@ -235,10 +235,10 @@ def resolve_proxy(
     Raises:
         ConfigurationError: ``proxy``, or the variable read, is not a usable proxy URL.
     """
-    if proxy is not None:
-        return check_proxy_url(proxy, "proxy")
     if not isinstance(trust_env, bool):
         raise ConfigurationError("trust_env must be True or False")
+    if proxy is not None:
+        return check_proxy_url(proxy, "proxy")
     if not trust_env:
         return None
     env = os.environ if environ is None else environ

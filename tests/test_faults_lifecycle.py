@@ -14,11 +14,14 @@ Each runs in a subprocess with ``-W error`` against an emulator in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -181,3 +184,20 @@ async def test_a_client_dropped_without_close_closes_its_pool(faults: FaultServe
     assert faults.connections_open == 1
     del client  # its loop finalizes the session (no "Unclosed client session" warning)
     assert await faults.until_idle()
+
+
+def test_a_loop_closed_without_shutting_down_is_a_clear_error() -> None:
+    """A loop closed by hand, skipping shutdown_asyncgens(), leaves the session open: the
+    next call says so instead of failing obscurely."""
+    with FaultServer() as server:
+        client = AsyncClient(API_KEY, base_url=server.base_url)
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(client.create())
+        loop.close()
+        with pytest.raises(ConfigurationError, match="closed without shutting down"):
+            asyncio.run(client.create())
+        assert server.attempts == 1
+        with warnings.catch_warnings(), contextlib.suppress(Exception):
+            warnings.simplefilter("ignore", ResourceWarning)  # the sockets left open above
+            del client
+            gc.collect()
