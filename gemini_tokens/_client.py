@@ -48,6 +48,7 @@ from gemini_tokens._version import __version__
 
 if TYPE_CHECKING:
     import datetime as dt
+    import ssl
     import types
     from collections.abc import AsyncGenerator, Mapping, Sequence
     from types import TracebackType
@@ -148,7 +149,8 @@ class AsyncClient:
         verify: How to verify the service's TLS certificate: True (the system's trusted
             CAs, honouring ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as set when the client is
             made), the path of a CA bundle (PEM) to trust instead, an ``ssl.SSLContext``,
-            or False (no verification; for tests only). A certificate that cannot be
+            or False (no verification; for tests only). Default: True, but with a shared
+            ``session`` its connector's own TLS settings. A certificate that cannot be
             verified raises `CertificateVerificationError` at once, without retries.
 
     Raises:
@@ -170,7 +172,7 @@ class AsyncClient:
         allow_insecure_http: bool = False,
         proxy: str | None = None,
         trust_env: bool = True,
-        verify: Verify = True,
+        verify: Verify | None = None,
     ) -> None:
         self._api_key = resolve_api_key(api_key)
         if not self._api_key.isascii() or not self._api_key.isprintable():
@@ -183,7 +185,8 @@ class AsyncClient:
         self._url = f"{self._base_url}/{self._api_version}/auth_tokens"
         timeout_setting = resolve_timeout(timeout)
         proxy_url = resolve_proxy(proxy, trust_env=trust_env, url=self._url)
-        verify = resolve_verify(verify)
+        if verify is not None:
+            verify = resolve_verify(verify)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy")
         changes: dict[str, Any] = {}
@@ -206,9 +209,7 @@ class AsyncClient:
         proxy_password = urlsplit(proxy_url).password if proxy_url else None
         self._http: Transport = transport.Transport(
             timeout=timeout_setting,
-            # (Over plain http, the default: a pooled connection then serves a shared
-            # session's own requests too.)
-            tls=transport.ssl_setting(verify) if _uses_tls(self._url, proxy_url) else True,
+            tls=_tls_setting(transport, verify, session, self._url, proxy_url),
             proxy=proxy_url,
             secrets=(self._api_key, proxy_password or ""),
         )
@@ -437,8 +438,26 @@ class AsyncClient:
         return token
 
 
-def _uses_tls(url: str, proxy: str | None) -> bool:
-    return url.startswith("https://") or (proxy or "").startswith("https://")
+def _tls_setting(
+    transport: types.ModuleType,
+    verify: Verify | None,
+    session: aiohttp.ClientSession | None,
+    url: str,
+    proxy: str | None,
+) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=`` for the client's requests (True: the connector's own setting).
+
+    Over plain http it is the connector's: a pooled connection then also serves a shared
+    session's own requests.
+    """
+    if not (url.startswith("https://") or (proxy or "").startswith("https://")):
+        return True
+    if verify is None:
+        if session is not None:
+            return True  # a shared session's connector may carry the app's TLS settings
+        verify = True
+    setting: ssl.SSLContext | bool = transport.ssl_setting(verify)
+    return setting
 
 
 def _encode_request(request: TokenRequest) -> bytes:

@@ -350,7 +350,8 @@ class Client:
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
         proxy: The proxy URL; default: the environment's (see ``trust_env``).
         trust_env: Read ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (default True).
-        verify: True, False, a CA bundle path or an ``ssl.SSLContext`` (see `AsyncClient`).
+        verify: True (default), False, a CA bundle path or an ``ssl.SSLContext`` (see
+            `AsyncClient`).
 
     Raises:
         ConfigurationError: no API key, or an unusable base URL, proxy or ``verify``.
@@ -369,7 +370,7 @@ class Client:
         allow_insecure_http: bool = False,
         proxy: str | None = None,
         trust_env: bool = True,
-        verify: Verify = True,
+        verify: Verify | None = None,
     ) -> None:
         # Built now so that bad settings raise here; its session is made lazily on the loop.
         self._async = AsyncClient(

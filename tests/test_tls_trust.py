@@ -20,6 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 
@@ -162,7 +163,7 @@ async def test_a_ca_bundle_replaces_the_system_trust(
         ("/nonexistent/ca.pem", "verify names a CA bundle that does not exist"),
         ("", "verify must be a non-empty path"),
         (1, "verify must be True"),
-        (None, "verify must be True"),
+        (0, "verify must be True"),
         (b"/etc/ssl/ca.pem", "verify must be True"),
     ],
 )
@@ -263,3 +264,40 @@ async def test_other_tls_failures_are_still_retried() -> None:
     assert not isinstance(caught.value, CertificateVerificationError)
     assert caught.value.attempts == 3
     assert connections == 3
+
+
+# --- a shared session ---------------------------------------------------------------------
+
+
+async def test_a_shared_sessions_connector_keeps_its_tls_settings(emu: Emulator) -> None:
+    """Without verify=, a shared session's connector's own TLS settings apply (an app that
+    trusts a private CA on its connector keeps doing so)."""
+    connector = aiohttp.TCPConnector(ssl=emu.ssl_context())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        AsyncClient(emu.api_key, base_url=emu.base_url, session=session) as client,
+    ):
+        await client.create()
+
+
+async def test_verify_applies_on_a_shared_session_too(
+    emu: Emulator, other_ca: trustme.CA, tmp_path: pathlib.Path
+) -> None:
+    bundle = tmp_path / "other.pem"
+    other_ca.cert_pem.write_to_path(str(bundle))
+    connector = aiohttp.TCPConnector(ssl=emu.ssl_context())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        AsyncClient(
+            emu.api_key, base_url=emu.base_url, session=session, verify=str(bundle), retry=FAST
+        ) as client,
+    ):
+        with pytest.raises(CertificateVerificationError):
+            await client.create()
+    async with (
+        aiohttp.ClientSession() as session,
+        AsyncClient(
+            emu.api_key, base_url=emu.base_url, session=session, verify=emu.ca_file
+        ) as client,
+    ):
+        await client.create()
