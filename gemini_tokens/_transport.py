@@ -187,8 +187,9 @@ class Transport:
         else:
             connector = _ForkAwareConnector(limit=100, ttl_dns_cache=300)
         # Our headers become the session's defaults: aiohttp then skips merging a
-        # per-request dict on every call. Cookies are neither kept nor sent; the
-        # environment (proxies, .netrc) was read when the client was made.
+        # per-request dict on every call. Cookies are neither kept nor sent. The
+        # environment's proxies were read when the client was made; .netrc is never
+        # read (the API key authenticates).
         return aiohttp.ClientSession(
             connector=connector,
             connector_owner=shared is None,
