@@ -105,6 +105,7 @@ ORDER: dict[str, float] = {
     "__init__": 1,
     "_sync": 2,
     "_client": 3,
+    "_transport": 3.5,
     "_request": 4,
     "_retry": 4,
     "_config": 4,
