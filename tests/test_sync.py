@@ -93,7 +93,7 @@ def test_calling_from_its_own_loop_is_refused(server: RecordingServer) -> None:
         async def inner() -> None:
             client.create()
 
-        future = client._submit(inner())
+        future = client._runner.submit(inner())
         with pytest.raises(ConfigurationError, match="its own event loop"):
             future.result(10)
 
@@ -257,61 +257,6 @@ def test_close_during_a_call_fails_the_call_instead_of_hanging(server: Recording
     assert len(errors) == 1
     assert isinstance(errors[0], ConfigurationError)
     assert "closed" in str(errors[0])
-
-
-# -- the hand-off: a queue and a wake-up file ---------------------------------------------------
-
-
-def _mint_from_threads(client: Client, threads: int = 8, calls: int = 5) -> list[int]:
-    def work(i: int) -> list[int]:
-        return [client.create(uses=i * 100 + k).uses or 0 for k in range(calls)]
-
-    with ThreadPoolExecutor(threads) as pool:
-        return sorted(u for batch in pool.map(work, range(threads)) for u in batch)
-
-
-def _expected(threads: int = 8, calls: int = 5) -> list[int]:
-    return sorted(i * 100 + k for i in range(threads) for k in range(calls))
-
-
-def test_the_loop_is_woken_through_an_eventfd_and_closes_it(server: RecordingServer) -> None:
-    client = Client(API_KEY, base_url=server.base_url)
-    assert _mint_from_threads(client) == _expected()
-    fds = client._runner._wake_fds
-    assert fds is not None
-    if hasattr(os, "eventfd"):
-        assert fds[0] == fds[1]  # one eventfd
-    client.close()
-    assert client._runner._wake_fds is None
-    for fd in set(fds):
-        with pytest.raises(OSError):
-            os.fstat(fd)  # closed, not leaked
-
-
-def test_without_eventfd_a_pipe_wakes_the_loop(
-    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delattr(os, "eventfd", raising=False)  # macOS and the BSDs have none
-    with Client(API_KEY, base_url=server.base_url) as client:
-        assert _mint_from_threads(client) == _expected()
-        fds = client._runner._wake_fds
-        assert fds is not None
-        assert fds[0] != fds[1]
-
-
-def test_a_loop_that_cannot_watch_files_is_woken_with_call_soon_threadsafe(
-    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio.base_events
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise NotImplementedError  # as Windows' proactor loop does
-
-    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "add_reader", refuse)
-    monkeypatch.setattr(asyncio.SelectorEventLoop, "add_reader", refuse)
-    with Client(API_KEY, base_url=server.base_url) as client:
-        assert _mint_from_threads(client) == _expected()
-        assert client._runner._wake_fds is None
 
 
 def test_close_while_many_threads_call_settles_every_call(server: RecordingServer) -> None:
