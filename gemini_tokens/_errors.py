@@ -18,6 +18,10 @@ Every exception this library raises on purpose derives from `GeminiTokensError`:
         └── InvalidResponseError                 a 2xx answer that is not a token
 
 Messages never contain the API key or a token's name.
+
+Every exception keeps the arguments it was made with, in order, in ``args``, so that
+``type(exc)(*exc.args)`` rebuilds it: it survives ``pickle`` (a ``ProcessPoolExecutor``),
+``copy`` and a task queue's JSON result backend (Celery) with its type and every field.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ _MAX_MESSAGE = 500
 
 
 class GeminiTokensError(Exception):
-    """Base class of every exception raised by gemini-tokens."""
+    """Base class of every exception raised by gemini-tokens.
+
+    ``args`` holds the constructor's arguments, so ``type(exc)(*exc.args)`` is a copy.
+    """
 
 
 class ValidationError(GeminiTokensError, ValueError):
@@ -67,9 +74,12 @@ class ValidationError(GeminiTokensError, ValueError):
     """
 
     def __init__(self, field: str, rule: str) -> None:
+        super().__init__(field, rule)
         self.field = field
         self.rule = rule
-        super().__init__(f"{field}: {rule}" if field else rule)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}" if self.field else self.rule
 
     def at(self, prefix: str) -> ValidationError:
         """Return the same error with ``prefix`` put in front of its field path."""
@@ -88,15 +98,29 @@ class ConfigurationError(GeminiTokensError):
 class APIError(GeminiTokensError):
     """Something went wrong while talking to the token service.
 
+    Args:
+        message: What went wrong, in words (never a secret).
+        attempts: How many HTTP attempts were made.
+
     Attributes:
         attempts: How many HTTP attempts were made before this error was raised (also
-            shown in the message when more than one).
+            shown in the message when more than one). It is the last of ``args``.
     """
 
-    attempts: int = 1
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message, attempts)
+
+    @property
+    def attempts(self) -> int:
+        attempts: int = self.args[-1]
+        return attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:  # the retry loop counts on the last error
+        self.args = (*self.args[:-1], value)
 
     def __str__(self) -> str:
-        text = super().__str__()
+        text = str(self.args[0])
         if self.attempts > 1:
             text += f" (after {self.attempts} attempts)"
         return text
@@ -121,7 +145,6 @@ class APIStatusError(APIError):
     def __init__(
         self,
         message: str,
-        *,
         status_code: int,
         status: str | None = None,
         details: Sequence[Mapping[str, Any]] = (),
@@ -135,8 +158,9 @@ class APIStatusError(APIError):
         self.details = list(details)
         self.reason = reason
         self.retry_after = retry_after
-        self.attempts = attempts
-        super().__init__(message)
+        GeminiTokensError.__init__(
+            self, message, status_code, status, self.details, reason, retry_after, attempts
+        )
 
     def __str__(self) -> str:
         head = f"{self.status_code} {self.status}" if self.status else str(self.status_code)
@@ -197,10 +221,6 @@ class ServerError(APIStatusError):
 class APIConnectionError(APIError):
     """No usable answer arrived: connection refused or reset, DNS or TLS failure."""
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
-        self.attempts = attempts
-        super().__init__(message)
-
 
 class APITimeoutError(APIConnectionError):
     """The connect timeout, the total timeout or the call's deadline expired."""
@@ -212,10 +232,9 @@ class InvalidResponseError(APIError):
     Not retried: the service may have minted a token that we could not read.
     """
 
-    def __init__(self, message: str, *, status_code: int = 200, attempts: int = 1) -> None:
+    def __init__(self, message: str, status_code: int = 200, attempts: int = 1) -> None:
         self.status_code = status_code
-        self.attempts = attempts
-        super().__init__(message)
+        GeminiTokensError.__init__(self, message, status_code, attempts)
 
 
 def _parse_duration(value: object) -> float | None:
