@@ -55,6 +55,9 @@ _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 _TOKEN_NAME = re.compile(r"auth_tokens/[^\s\"'<>,;:)\]}]+")
 #: The service's messages are a sentence or two; a proxy's may be a whole page.
 _MAX_MESSAGE = 500
+#: A run of this many characters of a secret is blanked out even where the rest of it is cut
+#: off (aiohttp quotes 100 bytes of an overlong header line a proxy reflected, ending "...").
+_MIN_FRAGMENT = 8
 
 
 class GeminiTokensError(Exception):
@@ -249,15 +252,37 @@ def _parse_duration(value: object) -> float | None:
 
 
 def redact_secrets(text: str, secrets: Sequence[str] = ()) -> str:
-    """Blank out ``secrets`` (the API key) and anything shaped like a token's name.
+    """Blank out ``secrets`` (the API key), whole or cut short, and token names.
 
     The service has no reason to echo either, but a proxy or a future message might; a
-    message that reaches a log must not carry them.
+    message that reaches a log must not carry them. A secret cut short at either end (or
+    both) still counts: any run of at least `_MIN_FRAGMENT` of its characters, in order,
+    becomes ``***``. Anything shaped like a token's name (``auth_tokens/...``) goes too.
     """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            text = _blank_out(text, secret)
     return _TOKEN_NAME.sub("auth_tokens/***", text)
+
+
+def _blank_out(text: str, secret: str) -> str:
+    """``text`` with every run of ``secret``'s characters of a telling length as ``***``."""
+    size = min(len(secret), _MIN_FRAGMENT)
+    # Every run that long starts with one of these pieces of the secret; it then goes on
+    # for as long as it still reads as a part of the secret.
+    starts = re.compile(
+        "|".join(re.escape(secret[i : i + size]) for i in range(len(secret) - size + 1))
+    )
+    pieces: list[str] = []
+    position = 0
+    while (match := starts.search(text, position)) is not None:
+        begin, end = match.span()
+        while end < len(text) and text[begin : end + 1] in secret:
+            end += 1
+        pieces += [text[position:begin], "***"]
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _redact_tree(value: Any, secrets: Sequence[str]) -> Any:
