@@ -45,9 +45,9 @@ class _Runner:
             if threading.current_thread() is self._thread:
                 raise ConfigurationError("the sync Client was called from its own event loop")
             with self._lock:  # so that stop() sees every call scheduled before it
-                if self.closed:
-                    raise _closed_error("this client is closed; create a new one")
-                return asyncio.run_coroutine_threadsafe(coro, self._loop or self._start())
+                if not self.closed:
+                    return asyncio.run_coroutine_threadsafe(coro, self._loop or self._start())
+            raise _closed_error("this client is closed; create a new one")  # (not holding it)
         except BaseException:
             coro.close()
             raise
