@@ -26,6 +26,7 @@ Every exception keeps the arguments it was made with, in order, in ``args``, so 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -115,6 +116,7 @@ class APIError(GeminiTokensError):
 
     @property
     def attempts(self) -> int:
+        """How many HTTP attempts were made (the last of ``args``)."""
         attempts: int = self.args[-1]
         return attempts
 
@@ -267,22 +269,24 @@ def redact_secrets(text: str, secrets: Sequence[str] = ()) -> str:
 
 def _blank_out(text: str, secret: str) -> str:
     """``text`` with every run of ``secret``'s characters of a telling length as ``***``."""
+    return _runs_of(secret).sub("***", text)
+
+
+@functools.lru_cache(maxsize=8)  # a process has a key or two
+def _runs_of(secret: str) -> re.Pattern[str]:
+    """A pattern for any run of ``secret`` at least `_MIN_FRAGMENT` long (or all of it).
+
+    One branch per place a run can start: its first characters, then as many of the
+    following ones as the text has (``ab(?:c(?:d)?)?``).
+    """
     size = min(len(secret), _MIN_FRAGMENT)
-    # Every run that long starts with one of these pieces of the secret; it then goes on
-    # for as long as it still reads as a part of the secret.
-    starts = re.compile(
-        "|".join(re.escape(secret[i : i + size]) for i in range(len(secret) - size + 1))
-    )
-    pieces: list[str] = []
-    position = 0
-    while (match := starts.search(text, position)) is not None:
-        begin, end = match.span()
-        while end < len(text) and text[begin : end + 1] in secret:
-            end += 1
-        pieces += [text[position:begin], "***"]
-        position = end
-    pieces.append(text[position:])
-    return "".join(pieces)
+    branches = []
+    for start in range(len(secret) - size + 1):
+        rest = ""
+        for char in reversed(secret[start + size :]):
+            rest = f"(?:{re.escape(char)}{rest})?"
+        branches.append(re.escape(secret[start : start + size]) + rest)
+    return re.compile("|".join(branches))
 
 
 def _redact_tree(value: Any, secrets: Sequence[str]) -> Any:
