@@ -8,6 +8,7 @@ headers and malformed header lines. Everything a user could print or log is then
 from __future__ import annotations
 
 import logging
+import pickle
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 
@@ -20,6 +21,7 @@ from gemini_tokens import (
     AsyncClient,
     Client,
     EphemeralToken,
+    GeminiTokensError,
     RetryPolicy,
     Timeout,
 )
@@ -93,6 +95,8 @@ def exception_texts(exc: BaseException) -> Iterator[str]:
         yield repr(current)
         yield repr(current.args)
         yield repr(vars(current))
+        if isinstance(current, GeminiTokensError):  # what crosses to another process
+            yield pickle.dumps(current).decode("latin-1")
         # Even a context suppressed by ``from None`` is reachable, so it is scanned too.
         current = current.__cause__ or current.__context__
 
