@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
@@ -24,6 +23,7 @@ from gemini_tokens.testing import Emulator
 
 from .apps import workers
 from .conftest import API_KEY, RecordingServer
+from .test_sync import _run_in_fork
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
@@ -70,29 +70,6 @@ def _wait_http(url: str, process: subprocess.Popen[str], timeout: float = 60) ->
 # --- os.fork() after a mint, then a call from a new thread in the child ----------------------
 
 
-def _in_fork(work: Callable[[], str]) -> tuple[int, str]:
-    """Fork; the child runs ``work`` and sends its text back. Returns (exit code, text)."""
-    read_fd, write_fd = os.pipe()
-    import warnings
-
-    with warnings.catch_warnings():  # 3.12+ warns about fork() with threads: the scenario
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_fd)
-            signal.alarm(20)  # a hang fails the test instead of blocking it
-            os.write(write_fd, work().encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read_fd) as pipe:
-        return os.waitstatus_to_exitcode(status), pipe.read()
-
-
 @needs_fork
 def test_fork_after_a_mint_then_new_threads_in_the_child_mint(server: RecordingServer) -> None:
     """A start-up mint in the parent, then gunicorn-gthread/uvicorn-executor style calls."""
@@ -122,7 +99,7 @@ def test_fork_after_a_mint_then_new_threads_in_the_child_mint(server: RecordingS
         client.close()
         return json.dumps(results)
 
-    code, text = _in_fork(in_child)
+    code, text = _run_in_fork(in_child)
     assert code == 0, text
     results = json.loads(text)
     assert results["thread"] == 2, results
@@ -167,7 +144,7 @@ print(client.create(uses=6).uses)
 @pytest.mark.slow
 def test_wsgi_app_under_gunicorn_gthread_preload() -> None:
     """Issue 11.2: a start-up mint in the master, then every request mints from a thread."""
-    pytest.importorskip("gunicorn")
+    pytest.importorskip("gunicorn", reason="needs gunicorn: pip install -e '.[test]'")
     requests = 24
     with Emulator.running() as emu:
         port = _free_port()
@@ -235,7 +212,7 @@ def test_a_process_pool_returns_typed_errors_with_their_fields() -> None:
 def test_celery_recipe_hands_the_caller_a_typed_rate_limit_error(tmp_path: pathlib.Path) -> None:
     """Issue 11.3: through a real worker process and a real result backend (files), the
     caller's ``result.get()`` raises RateLimitError with ``retry_after``."""
-    pytest.importorskip("celery")
+    pytest.importorskip("celery", reason="needs celery: pip install -e '.[test]'")
     with Emulator.running() as emu:
         env = _env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
         worker = subprocess.Popen(
