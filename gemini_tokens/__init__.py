@@ -17,7 +17,6 @@ A server keeps the real API key and hands browsers and phones a token instead::
 from __future__ import annotations
 
 import asyncio
-import atexit
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -249,9 +248,6 @@ def close_default_client() -> None:
         client.close()
 
 
-atexit.register(close_default_client)
-
-
 def create(
     *,
     uses: int = 1,
@@ -297,7 +293,7 @@ async def acreate(
     every loop and thread of the process. Cancelling the await cancels the request.
     """
     client = _default_client()
-    future = client._submit(
+    future = client._runner.submit(
         client._async.create(
             uses=uses,
             expire_minutes=expire_minutes,
