@@ -170,15 +170,19 @@ class TokenBroker:
 
         The broker stays usable: a later request makes a new client.
         """
+        await self._limiter.aclose()
         client, owned = self._client, self._owns_client
         if owned and client is not None:
             self._client = None
             await client.close()
 
     def close(self) -> None:
-        """Close, from sync code, the sync client `wsgi` made (see `aclose`)."""
+        """Close, from sync code, what `wsgi` opened on the sync facade (see `aclose`)."""
         facade = self._facade
-        if self._owns_client and facade is not None:
+        if facade is None or facade.closed:
+            return
+        facade._submit(self._limiter.aclose()).result()
+        if self._owns_client:
             self._facade = self._client = None
             facade.close()
 
