@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
@@ -14,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import gemini_tokens
 from gemini_tokens.broker import AuditEvent, TokenBroker
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import authorize, policy, post
@@ -64,7 +64,7 @@ async def test_several_limits_per_caller(gemini_emulator: Emulator) -> None:
         assert statuses == [200, 200, 429]  # 2 per second
         # A validated request counts against each of the caller's limits (they are sent
         # together), so the refused third one used up the hour's third.
-        time.sleep(1.05)
+        await asyncio.sleep(1.05)
         assert (await broker.handle(post())).status == 200  # the hour's 4th
         hour = await broker.handle(post())
         assert hour.status == 429

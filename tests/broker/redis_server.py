@@ -74,7 +74,7 @@ def command_stats(uri: str) -> dict[str, int]:
         while True:
             chunk = sock.recv(65536)
             data += chunk
-            if not chunk or data.endswith(b"\r\n") and data.count(b"\r\n") > 1:
+            if not chunk or (data.endswith(b"\r\n") and data.count(b"\r\n") > 1):
                 header, _, rest = data.partition(b"\r\n")
                 if len(rest) >= int(header[1:]):
                     break
