@@ -27,6 +27,10 @@ _NAMESPACE = "gemini_tokens"
 REDIS_TIMEOUT = 2.0
 _MEMORY = ("memory",)
 _REDIS = ("redis", "rediss", "redis+sentinel", "redis+cluster", "redis+unix")
+#: Schemes whose connections come from one pool that waits when all are busy.
+_POOLED = ("redis", "rediss", "redis+unix")
+#: Connections to one Redis per process; a request waits (up to REDIS_TIMEOUT) for one.
+REDIS_MAX_CONNECTIONS = 64
 
 
 @attrs.frozen
@@ -100,11 +104,36 @@ def storage_uri_for(uri: str) -> tuple[str, dict[str, Any]]:
             "socket_connect_timeout": REDIS_TIMEOUT,
             "socket_timeout": REDIS_TIMEOUT,
         }
+        if scheme in _POOLED:
+            options["connection_pool"] = _blocking_pool(uri.split("://", 1)[0], rest)
         return f"async+{scheme}://{rest}", options
     raise ConfigurationError(
         f"storage_uri: unknown scheme {scheme!r}; use 'memory://' (one process) or "
         "'redis://host:port/db' (many processes)"
     )
+
+
+def _blocking_pool(scheme: str, rest: str) -> Any:
+    """A pool that waits for a free connection, rather than redis-py's default one, which
+    fails ("Too many connections") once more requests are in flight than it has."""
+    try:
+        from redis.asyncio import BlockingConnectionPool
+    except ImportError:
+        raise ConfigurationError(
+            "storage_uri: Redis needs the `redis` package: pip install 'gemini-tokens[broker]'"
+        ) from None
+    scheme = scheme.lower().removeprefix("async+")
+    url = f"{'unix' if scheme == 'redis+unix' else scheme}://{rest}"
+    try:
+        return BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"storage_uri: {exc}") from None
 
 
 class Limiter:
