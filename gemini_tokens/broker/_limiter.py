@@ -208,9 +208,10 @@ class Limiter:
         if not items:
             return None
         ids = (_NAMESPACE, *identifiers)
-        if len(items) == 1:
-            results = [await self.strategy.hit(items[0], *ids)]
-        else:
+        if len(items) == 1 or self.kind == "memory":
+            # Memory never waits: tasks for it would only cost (more than the hits).
+            results = [await self.strategy.hit(item, *ids) for item in items]
+        else:  # one round trip for all of them
             results = await asyncio.gather(*(self.strategy.hit(item, *ids) for item in items))
         for item, ok in zip(items, results, strict=False):
             if not ok:
