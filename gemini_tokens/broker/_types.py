@@ -108,7 +108,7 @@ class BrokerRequest:
     path: str = "/"
     headers: Headers = attrs.field(factory=Headers, converter=_to_headers)
     client_address: str | None = None
-    body: bytes = b""
+    body: bytes = attrs.field(default=b"", repr=False)  # it may hold a session value
     body_too_large: bool = False
     subpath: str = ""
     scheme: str = "http"
