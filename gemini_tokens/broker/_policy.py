@@ -141,7 +141,7 @@ def _locks(value: Any) -> tuple[str, ...] | None:
 class Policy:
     """What every token minted under it is locked to.
 
-    Args:
+    Attributes:
         model: The Live model the token is locked to (``models/`` is added when missing).
         config: The Live config (``response_modalities``, ``system_instruction``, ...), in
             the option names of ``create()``'s ``live_connect_constraints["config"]``.
