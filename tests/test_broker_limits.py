@@ -121,8 +121,14 @@ async def test_unreachable_storage_fails_closed(
     broker = make(rate_limits=["3/minute"], storage_uri=dead, on_limiter_error="allow")
     try:
         assert (await broker.handle(post())).status == 200
+        assert await broker.check_storage() is False  # for a readiness probe
     finally:
         await broker.aclose()
+    memory = make(rate_limits=["3/minute"])
+    try:
+        assert await memory.check_storage() is True
+    finally:
+        await memory.aclose()
 
 
 @needs_redis
@@ -130,6 +136,7 @@ async def test_redis_limits_cost_one_command_per_limit_group(gemini_emulator: Em
     with redis_server() as uri:
         broker = make(rate_limits=["5/minute", "100/day"], storage_uri=uri)
         try:
+            assert await broker.check_storage() is True
             assert (await broker.handle(post())).status == 200  # connects, loads scripts
             monitor = Monitor(uri)
             try:

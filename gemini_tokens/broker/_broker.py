@@ -210,6 +210,10 @@ class TokenBroker:
             client = self._client = AsyncClient()
         return client
 
+    async def check_storage(self) -> bool:
+        """Whether the rate limits' storage answers, for a readiness probe (``/readyz``)."""
+        return await self._limiter.check()
+
     # --- adapters -----------------------------------------------------------------------
 
     @property

@@ -186,6 +186,15 @@ class Limiter:
         """Whether any limit is set."""
         return bool(self.caller_limits or self.global_limits)
 
+    async def check(self) -> bool:
+        """Whether the storage answers (memory always does; Redis: a PING)."""
+        try:
+            if self.kind == "memory":
+                return bool(self.storage.check())
+            return bool(await asyncio.wait_for(self.storage.check(), REDIS_TIMEOUT))
+        except Exception:
+            return False
+
     async def aclose(self) -> None:
         """Close the storage's connections (Redis); later hits reconnect."""
         bridge = getattr(self.storage, "bridge", None)
