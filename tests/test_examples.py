@@ -350,6 +350,47 @@ def _no_stray_children() -> Iterator[None]:
     assert pid == 0
 
 
+@pytest.mark.slow
+def test_django_app_under_gunicorn() -> None:
+    """The Django recipe under a real WSGI server: sign in, then mint with the cookie."""
+    import http.cookiejar
+    import urllib.request
+
+    pytest.importorskip("gunicorn")
+    with Emulator.running() as emu:
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "-w", "2",
+                "-b", f"127.0.0.1:{port}", "examples.django_app:application",
+            ],
+            cwd=ROOT,
+            env=_env_for(emu),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/")
+            anonymous = _post(f"http://127.0.0.1:{port}/token")
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            with opener.open(f"http://127.0.0.1:{port}/demo-login", timeout=30) as login:
+                assert login.status == 200
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/token", method="POST", data=b""
+            )
+            with opener.open(request, timeout=30) as response:
+                status, body = response.status, json.loads(response.read())
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
+        assert anonymous[0] == 401, output
+        assert status == 200, output
+        assert emu.token(body["name"]) is not None
+        assert "Traceback" not in output
+
+
 # --- the docs show these files as they are ------------------------------------------------
 
 
