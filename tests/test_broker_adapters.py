@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -266,6 +267,26 @@ def test_wsgi_needs_a_sync_client(gemini_emulator_sync: Emulator) -> None:
         assert response.status == 200
         broker.close()
         assert not sync_client.closed  # a given client is its giver's to close
+
+
+async def test_a_sync_client_serves_async_callers_too(gemini_emulator: Emulator) -> None:
+    """Given a sync Client, the ASGI path mints on that client's own loop."""
+    import gemini_tokens
+
+    sync_client = gemini_tokens.Client()
+    try:
+        broker = _broker(client=sync_client)
+        first = await broker.handle(BrokerRequest(method="POST", headers=AUTH))
+        assert first.status == 200, first.body
+        wsgi_answer = await asyncio.to_thread(
+            broker._run_sync, BrokerRequest(method="POST", headers=AUTH)
+        )
+        assert wsgi_answer.status == 200
+        again = await broker.handle(BrokerRequest(method="POST", headers=AUTH))
+        assert again.status == 200
+        assert len(gemini_emulator.tokens) == 3
+    finally:
+        await asyncio.to_thread(sync_client.close)
 
 
 # --- no web framework needed ------------------------------------------------------------

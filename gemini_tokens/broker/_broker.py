@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import inspect
 import logging
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
 __all__ = ["AuditSink", "Authorize", "PolicySource", "Route", "TokenBroker"]
 
 logger = logging.getLogger("gemini_tokens.broker")
+
+#: Set while `handle` runs on the sync facade's own loop (the `wsgi` path).
+_ON_FACADE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gemini_tokens_broker_on_facade", default=False
+)
 
 Authorize = Callable[[BrokerRequest], Caller | Awaitable[Caller]]
 PolicySource = Policy | Callable[[Caller], Policy | Awaitable[Policy]]
@@ -183,7 +189,7 @@ class TokenBroker:
         facade = self._facade
         if facade is None or facade.closed:
             return
-        facade._submit(self._limiter.aclose()).result()
+        facade._runner.run(self._limiter.aclose())
         if self._owns_client:
             self._facade = self._client = None
             facade.close()
@@ -255,7 +261,14 @@ class TokenBroker:
                 raise ConfigurationError("the broker's Client is closed")
             facade = self._facade = Client()
             self._client = facade._async
-        return facade._submit(self.handle(request)).result()
+        return facade._runner.run(self._handle_on_facade(request))
+
+    async def _handle_on_facade(self, request: BrokerRequest) -> BrokerResponse:
+        mark = _ON_FACADE.set(True)
+        try:
+            return await self.handle(request)
+        finally:
+            _ON_FACADE.reset(mark)
 
     def openapi(self, path: str = "/token") -> dict[str, Any]:
         """The HTTP contract as an OpenAPI 3.1 document, with the endpoint at ``path``."""
@@ -406,6 +419,11 @@ class TokenBroker:
         """
         options = policy.create_options({**policy.config, **choices})
         try:
+            facade = self._facade
+            if facade is not None and not _ON_FACADE.get():
+                # A sync Client's pool lives on its own loop: mint there, await it here.
+                future = facade._runner.submit(facade._async.create(**options))
+                return await asyncio.wrap_future(future)
             return await self._current_client().create(**options)
         except (RateLimitError, ServerError, APIConnectionError) as exc:
             retry_after = getattr(exc, "retry_after", None)
