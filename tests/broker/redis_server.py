@@ -65,28 +65,6 @@ def redis_server() -> Iterator[str]:
             process.wait(10)
 
 
-def command_stats(uri: str) -> dict[str, int]:
-    """``INFO commandstats`` as ``{command: calls}``."""
-    port = int(uri.rsplit(":", 1)[1].split("/")[0])
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.sendall(b"INFO commandstats\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            data += chunk
-            if not chunk or (data.endswith(b"\r\n") and data.count(b"\r\n") > 1):
-                header, _, rest = data.partition(b"\r\n")
-                if len(rest) >= int(header[1:]):
-                    break
-    stats: dict[str, int] = {}
-    for line in data.decode().splitlines():
-        if line.startswith("cmdstat_"):
-            name, _, fields = line.partition(":")
-            calls = dict(item.split("=") for item in fields.split(","))["calls"]
-            stats[name.removeprefix("cmdstat_")] = int(calls)
-    return stats
-
-
 class Monitor:
     """Counts the commands clients send to a Redis server (``MONITOR``), not those that
     scripts run inside it."""
