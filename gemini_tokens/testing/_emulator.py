@@ -22,19 +22,20 @@ from urllib.parse import quote
 
 import attrs
 
-from gemini_tokens._converters import camel, live_url, parse_time
-from gemini_tokens._errors import ConfigurationError
-from gemini_tokens._request import DEFAULT_EXPIRE, DEFAULT_NEW_SESSION_EXPIRE, MAX_AHEAD
 from gemini_tokens.testing._clock import Clock
-from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
-from gemini_tokens.testing._setup import (
-    WireError,
-    check_covered,
-    invalid_value,
-    parse_mask,
-    parse_setup,
-    unknown_field,
+from gemini_tokens.testing._core import (
+    DEFAULT_EXPIRE,
+    DEFAULT_NEW_SESSION_EXPIRE,
+    MAX_AHEAD,
+    ConfigurationError,
+    camel,
+    live_url,
+    parse_time,
 )
+from gemini_tokens.testing._proto_json import WireError, invalid_value, read_int, unknown_field
+from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
+from gemini_tokens.testing._setup import check_covered, parse_mask, parse_setup
+from gemini_tokens.testing._state import EmulatorState, GoAwayPlan
 
 if TYPE_CHECKING:
     import ssl
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
-    from gemini_tokens.testing._live import _Socket
     from gemini_tokens.testing._tls import ThrowawayCA
 
 __all__ = ["Emulator"]
@@ -208,6 +208,10 @@ class Emulator:
             `advance`.
         count_resumption_as_use: Count resuming a session with a handle as a use, as users
             report the service doing (the documentation says it is not a use).
+        go_away_after: Send every session ``goAway`` this many seconds (real time) after
+            ``setupComplete``; None (the default) never does. See `go_away`.
+        go_away_time_left: The ``timeLeft`` those ``goAway`` messages announce, in seconds:
+            the socket is closed (1011) that long after, unless the client closed it first.
     """
 
     def __init__(
@@ -219,20 +223,28 @@ class Emulator:
         tls: bool = False,
         clock: Clock | None = None,
         count_resumption_as_use: bool = False,
+        go_away_after: float | None = None,
+        go_away_time_left: float = 5.0,
     ) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
             raise ConfigurationError("api_key must be a non-empty string")
-        self._api_key = api_key.strip() if api_key else "emulator-" + secrets.token_urlsafe(18)
+        plan = None
+        if go_away_after is not None:
+            plan = GoAwayPlan(
+                _seconds(go_away_after, "go_away_after"),
+                _seconds(go_away_time_left, "go_away_time_left"),
+            )
         self._host = host
         self._port = port
         self._tls = tls
-        self.clock = clock if clock is not None else Clock()
-        self._count_resumption_as_use = count_resumption_as_use
-        self._tokens: dict[str, IssuedToken] = {}
+        self._state = EmulatorState(
+            api_key=api_key.strip() if api_key else "emulator-" + secrets.token_urlsafe(18),
+            clock=clock if clock is not None else Clock(),
+            count_resumption_as_use=count_resumption_as_use,
+            go_away=plan,
+        )
         self._requests: list[RecordedRequest] = []
-        self._sessions: list[LiveSession] = []
-        self._handles: dict[str, LiveSession] = {}
-        self._websockets: set[_Socket] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._faults: collections.deque[_Fail | str] = collections.deque()
         self._delays: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
@@ -243,7 +255,7 @@ class Emulator:
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"
-        return f"Emulator({where}, tls={self._tls}, tokens={len(self._tokens)})"
+        return f"Emulator({where}, tls={self._tls}, tokens={len(self._state.tokens)})"
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -265,6 +277,7 @@ class Emulator:
             self._ca = ThrowawayCA()
             ssl_context = self._ca.server_context()
         self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         app.on_shutdown.append(self._close_websockets)
@@ -343,7 +356,16 @@ class Emulator:
     @property
     def api_key(self) -> str:
         """The API key the emulator accepts."""
-        return self._api_key
+        return self._state.api_key
+
+    @property
+    def clock(self) -> Clock:
+        """The clock token times are checked against (see `advance`)."""
+        return self._state.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._state.clock = clock
 
     @property
     def base_url(self) -> str:
@@ -388,11 +410,11 @@ class Emulator:
     @property
     def tokens(self) -> list[IssuedToken]:
         """The tokens minted so far, oldest first."""
-        return list(self._tokens.values())
+        return list(self._state.tokens.values())
 
     def token(self, name: str) -> IssuedToken | None:
         """The minted token with this name, if any."""
-        return self._tokens.get(name)
+        return self._state.tokens.get(name)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -402,7 +424,7 @@ class Emulator:
     @property
     def sessions(self) -> list[LiveSession]:
         """Every Live WebSocket served, accepted or refused, oldest first."""
-        return list(self._sessions)
+        return list(self._state.sessions)
 
     def live_url(self, token_name: str | None = None, *, api_version: str = "v1alpha") -> str:
         """A Live API WebSocket URL on this emulator.
@@ -475,6 +497,56 @@ class Emulator:
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+        with self._state.lock:
+            self._state.planned.clear()
+
+    # -- session lifetime --------------------------------------------------------------------
+
+    def go_away(self, session: LiveSession | None = None, *, time_left: float = 5.0) -> int:
+        """Tell open Live sessions to go away now, as the service does before closing them.
+
+        Each gets ``{"goAway": {"timeLeft": "<time_left>s"}}`` and, unless the client closes
+        first, is closed ``time_left`` seconds (real time) later with 1011 "Deadline expired
+        before operation could complete.". Its resumption handles stay valid, so the client
+        can resume the conversation on a new socket. Safe to call from any thread; the
+        message is sent on the emulator's loop right after.
+
+        Args:
+            session: The session (from `sessions`) to send it to; None for every open one.
+            time_left: The seconds announced and waited before closing.
+
+        Returns:
+            How many open sessions it was sent to.
+
+        Raises:
+            ConfigurationError: the emulator is not running.
+            ValueError: ``time_left`` is negative or not a number.
+        """
+        seconds = _seconds(time_left, "time_left")
+        loop = self._loop
+        if self._runner is None or loop is None:
+            raise ConfigurationError("go_away() needs a running emulator")
+        sockets = self._state.open_sockets(session)
+        for sock in sockets:
+            loop.call_soon_threadsafe(sock.go_away, seconds)
+        return len(sockets)
+
+    def go_away_next(self, *, after: float, time_left: float = 5.0, times: int = 1) -> None:
+        """Plan a ``goAway`` for each of the next ``times`` sessions to open.
+
+        Such a session gets ``goAway {timeLeft}`` ``after`` seconds (real time) after its
+        ``setupComplete``, and is closed ``time_left`` seconds later (see `go_away`). Plans
+        are used in order, before the emulator-wide ``go_away_after``; `clear_faults`
+        forgets those not yet used.
+
+        Raises:
+            ValueError: a negative time, or ``times`` not a positive integer.
+        """
+        plan = GoAwayPlan(_seconds(after, "after"), _seconds(time_left, "time_left"))
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+        with self._state.lock:
+            self._state.planned.extend([plan] * times)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -527,7 +599,7 @@ class Emulator:
         if match:
             from gemini_tokens.testing._live import serve_live
 
-            return await serve_live(self, request, match[2], match[1])
+            return await serve_live(self._state, request, match[2], match[1])
         match = _TOKEN_PATH.fullmatch(path)
         if match and match[1] == "v1alpha" and request.method == "POST":
             return self._create_token(request, record)
@@ -563,7 +635,7 @@ class Emulator:
                     401,
                 )
             return _json_response(status_body(403, _UNREGISTERED), 403)
-        if key != self._api_key:
+        if key != self.api_key:
             details: list[dict[str, Any]] = [
                 {
                     "@type": _TYPE + "ErrorInfo",
@@ -580,7 +652,7 @@ class Emulator:
             token = self._mint({} if record.body is None else record.body)
         except WireError as exc:
             return _bad_request(exc)
-        self._tokens[token.name] = token
+        self._state.tokens[token.name] = token
         return _json_response(token.to_wire())
 
     def _mint(self, body: Any) -> IssuedToken:
@@ -617,37 +689,28 @@ class Emulator:
             created_at=now,
         )
 
-    # -- for _live ---------------------------------------------------------------------------
-
-    def _new_handle(self, session: LiveSession) -> str:
-        handle = "emulator-handle-" + secrets.token_urlsafe(16)
-        self._handles[handle] = session
-        return handle
-
-    def _has_handle(self, handle: str) -> bool:
-        return handle in self._handles
-
     async def _close_websockets(self, app: web.Application) -> None:
         from gemini_tokens.testing._live import GOING_AWAY
 
-        sockets = [sock for sock in list(self._websockets) if not sock.ws.closed]
+        sockets = [sock for sock in list(self._state.sockets) if not sock.closed]
         await asyncio.gather(
             *(sock.close(1001, GOING_AWAY) for sock in sockets), return_exceptions=True
         )
 
 
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds")
+    return float(value)
+
+
 def _parse_uses(value: Any) -> int:
     if value is None:
         return 1
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value)  # proto JSON accepts int32 as a string too
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid_value("uses", f"expected an integer (TYPE_INT32), got {value!r}")
-    if value < 0:
-        raise WireError(f"uses must be 0 (no limit) or more; got {value}.", "uses")
-    return value
+    uses = read_int(value, "uses")  # proto JSON: a number or a decimal string
+    if uses < 0:
+        raise WireError(f"uses must be 0 (no limit) or more; got {uses}.", "uses")
+    return uses
 
 
 def _parse_future(value: Any, field: str, now: dt.datetime) -> dt.datetime | None:
