@@ -89,6 +89,15 @@ function sleep(ms, signal) {
   });
 }
 
+// `promise`, or undefined after `ms` if it has not settled by then (the timer is cleared).
+function within(promise, ms) {
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /**
  * Milliseconds to wait from a Retry-After header: delta-seconds, or an HTTP date judged
  * against the answer's own Date header (the server's clock) when it has one.
@@ -531,6 +540,8 @@ export class LiveConnection {
     this.#lastExpiry = expiry;
     const delay = Math.max(0, this.#source.msUntil(token.expireTime) - this.#renewBeforeMs);
     this.#timer = setTimeout(() => void this.#resume("the token expires soon"), Math.min(delay, 2 ** 31 - 1));
+    // In Node, the renewal timer alone must not keep the process alive (browsers: a number).
+    if (typeof this.#timer === "object" && typeof this.#timer.unref === "function") this.#timer.unref();
   }
 
   #retire(gen) {
@@ -568,7 +579,7 @@ export class LiveConnection {
       if (this.#state !== "resuming") return;
       // The service refuses a resume while the old socket is open: close it and wait.
       const old = this.#current;
-      await Promise.race([this.#retire(old), sleep(this.#closeTimeoutMs)]);
+      await within(this.#retire(old), this.#closeTimeoutMs);
       if (this.#state !== "resuming") return;
       if (!this.#handle) {
         this.#fail(new Error(`${reason}; the session cannot be resumed (no resumption handle yet)`));
