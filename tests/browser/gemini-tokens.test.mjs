@@ -529,3 +529,28 @@ test("connectLive refuses bad options naming them", async () => {
   await assert.rejects(connectLive(source, { model: "m" }), /pass GoogleGenAI/);
   await assert.rejects(connectLive(source, { GoogleGenAI: fakeGenAI().GoogleGenAI }), /model must be/);
 });
+
+test("a goAway on the new socket before it is in use: resumed again, nothing lost", async () => {
+  const { GoogleGenAI, world } = fakeGenAI();
+  class WarnsEarly extends GoogleGenAI {
+    constructor(options) {
+      super(options);
+      const connect = this.live.connect.bind(this.live);
+      this.live.connect = async (params) => {
+        const session = await connect(params);
+        // The second socket is warned while connect() is still resolving.
+        if (world.connects.length === 2) world.connects[1].serverSend({ goAway: { timeLeft: "1s" } });
+        return session;
+      };
+    }
+  }
+  const live = await connectLive(new TokenSource("/token", { fetch: brokerFetch().fetch }), { GoogleGenAI: WarnsEarly, model: "m" });
+  world.connects[0].serverSend({ goAway: {} });
+  live.sendClientContent({ turns: "kept" });
+  await until(() => world.connects.length === 3 && live.state === "open", "the second resume");
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(world.connects[1].sent, []);
+  assert.deepEqual(world.connects[2].sent, [["clientContent", { turns: "kept" }]]);
+  assert.equal(world.connects[1].closed, true);
+  live.close();
+});

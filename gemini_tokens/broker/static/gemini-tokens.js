@@ -495,7 +495,9 @@ export class LiveConnection {
     }
     if (msg.goAway) {
       const left = msg.goAway.timeLeft ? ` (time left ${msg.goAway.timeLeft})` : "";
-      void this.#resume(`the service sent goAway${left}`);
+      // Remembered on its socket: one that warns before it is in use is replaced right after.
+      gen.trouble = gen.trouble || `the service sent goAway${left}`;
+      if (this.#state === "open" && gen === this.#current) void this.#resume(gen.trouble);
       return;
     }
     if (update) return; // resumption is this helper's business
@@ -511,7 +513,8 @@ export class LiveConnection {
     }
     const code = event && event.code !== undefined ? event.code : 1006;
     const why = event && event.reason ? `: ${event.reason}` : "";
-    void this.#resume(`the socket closed unexpectedly (${code}${why})`);
+    gen.trouble = `the socket closed unexpectedly (${code}${why})`;
+    if (this.#state === "open") void this.#resume(gen.trouble);
   }
 
   #finish(event) {
@@ -521,10 +524,17 @@ export class LiveConnection {
   }
 
   #becomeOpen(reason) {
+    const gen = this.#current;
     this.#setState("open", reason);
+    if (gen.trouble) {
+      // Warned or closed while it was being opened: the queue waits for the next socket
+      // (after this resume has finished: a new task).
+      setTimeout(() => void this.#resume(gen.trouble), 0);
+      return;
+    }
     const queued = this.#queue;
     this.#queue = [];
-    for (const [method, params] of queued) this.#current.session[method](params);
+    for (const [method, params] of queued) gen.session[method](params);
     this.#schedule();
   }
 
@@ -616,9 +626,10 @@ export class LiveConnection {
   }
 
   #send(method, params) {
-    if (this.#state === "open" && this.#current && this.#current.session) {
-      this.#current.session[method](params);
-    } else if (this.#state === "resuming" || this.#state === "connecting") {
+    const gen = this.#current;
+    if (this.#state === "open" && gen && gen.session && !gen.trouble) {
+      gen.session[method](params);
+    } else if (this.#state === "open" || this.#state === "resuming" || this.#state === "connecting") {
       this.#queue.push([method, params]);
     } else {
       throw new Error(`the live session is ${this.#state}${this.#reason ? `: ${this.#reason}` : ""}`);
