@@ -497,3 +497,18 @@ async def test_the_served_helper_is_the_packaged_file() -> None:
     from gemini_tokens.broker._static import client_js
 
     assert client_js() == HELPER.read_bytes()
+
+
+def test_openapi_shows_renew_and_session(gemini_emulator_sync: Emulator) -> None:
+    broker = TokenBroker(
+        authorize=authorize, policy=policy(), renewal=True, secret=SECRET, audit=None
+    )
+    post_op = broker.openapi()["paths"]["/token"]["post"]
+    body = post_op["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"config", "renew"}
+    token = post_op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "session" in token["properties"]
+    plain = TokenBroker(authorize=authorize, policy=policy(), audit=None)
+    plain_op = plain.openapi()["paths"]["/token"]["post"]
+    plain_body = plain_op["requestBody"]["content"]["application/json"]["schema"]
+    assert set(plain_body["properties"]) == {"config"}
