@@ -118,6 +118,10 @@ def _add_emulator_commands(commands: Any) -> None:
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     emulator.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
     emulator.add_argument("--api-key", help="the key the emulator accepts (default: random)")
+    emulator.add_argument("--tls", action="store_true", help="serve https/wss with a new CA")
+    emulator.add_argument(
+        "--count-resumption-as-use", action="store_true", help="resuming uses up a token use"
+    )
     emulator.set_defaults(handler=_cmd_emulator)
 
     demo = commands.add_parser(
@@ -189,7 +193,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from gemini_tokens.testing._cli import serve
 
-    return serve(host=args.host, port=args.port, api_key=args.api_key)
+    return serve(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        tls=args.tls,
+        count_resumption_as_use=args.count_resumption_as_use,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

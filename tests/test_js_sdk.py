@@ -61,6 +61,7 @@ async def _run_node(emu: Emulator, **env: str) -> dict[str, Any]:
 def _check(out: dict[str, Any], emu: Emulator) -> None:
     # Minting: the JS SDK's string integers were read as proto JSON, and kept canonical.
     (mint_text, mint_audio) = [r for r in emu.requests if r.path == "/v1alpha/auth_tokens"]
+    assert mint_audio.status == 200
     sent = mint_text.body["bidiGenerateContentSetup"]["contextWindowCompression"]
     assert sent == {"triggerTokens": "25600", "slidingWindow": {"targetTokens": "12800"}}
     assert mint_text.status == 200
