@@ -19,6 +19,7 @@ import gemini_tokens
 from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, TokenBroker, _session
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import ORIGIN, authorize, policy, post
+from tests.broker.redis_server import needs_redis, redis_server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HELPER = ROOT / "gemini_tokens" / "broker" / "static" / "gemini-tokens.js"
@@ -309,6 +310,23 @@ async def test_renewals_count_against_their_own_limits(gemini_emulator: Emulator
     assert (await broker.handle(renew(bobs, user="bob"))).status == 200
 
 
+@needs_redis
+async def test_replicas_share_sessions_and_renewal_counts_through_redis(
+    gemini_emulator: Emulator,
+) -> None:
+    with redis_server() as uri:
+        one, two = (make(storage_uri=uri, renewal_rate_limits=["3/minute"]) for _ in range(2))
+        session = (await one.handle(post())).json()["session"]
+        # The other replica accepts the session (the same secret) and shares the count.
+        statuses = [(await broker.handle(renew(session))).status for broker in (two, one, two)]
+        assert statuses == [200, 200, 200]
+        assert (await one.handle(renew(session))).status == 429
+        assert (await two.handle(renew(session))).status == 429
+        assert (await two.handle(post())).status == 200  # mints are counted apart
+        for broker in (one, two):
+            await broker.aclose()
+
+
 async def test_renewals_count_against_the_global_limits(gemini_emulator: Emulator) -> None:
     broker = make(global_rate_limits=["2/minute"])
     session = (await broker.handle(post())).json()["session"]
@@ -327,15 +345,13 @@ async def test_renewal_fails_closed_when_the_limiter_is_down(
     async def down(*args: Any) -> None:
         raise ConnectionError("redis is gone")
 
-    assert broker._renewal is not None
-    monkeypatch.setattr(broker._renewal._limiter, "_hit_all", down)
+    monkeypatch.setattr(broker._limiter, "_hit_all", down)
     refused = await broker.handle(renew(session))
     assert refused.status == 503
     assert refused.header("Retry-After") == "5"
     allowing = make(renewal_rate_limits=["5/minute"], on_limiter_error="allow")
     session = (await allowing.handle(post())).json()["session"]
-    assert allowing._renewal is not None
-    monkeypatch.setattr(allowing._renewal._limiter, "_hit_all", down)
+    monkeypatch.setattr(allowing._limiter, "_hit_all", down)
     assert (await allowing.handle(renew(session))).status == 200
 
 

@@ -161,9 +161,7 @@ class TokenBroker:
         self._audit_async = _is_async(self._audit)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
-        self._renewal = (
-            Renewal(secret, renewal_rate_limits, self._limiter, storage_uri) if renewal else None
-        )
+        self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
         self._on_limiter_error = on_limiter_error
         self._facade: Client | None = None
         if client is None:
@@ -197,8 +195,6 @@ class TokenBroker:
         The broker stays usable: a later request makes a new client.
         """
         await self._limiter.aclose()
-        if self._renewal is not None:
-            await self._renewal.aclose()
         client, owned = self._client, self._owns_client
         if owned and client is not None:
             self._client = None

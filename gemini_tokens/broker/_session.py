@@ -110,8 +110,8 @@ class Renewal:
     Args:
         secret: The signing secret, or None to read ``GEMINI_TOKENS_BROKER_SECRET``.
         renewal_rate_limits: Limits per caller on renewals (``["30/hour"]``).
-        limiter: The broker's limiter: its global limits count renewals too.
-        storage_uri: Where renewal counts are kept (the broker's storage).
+        limiter: The broker's limiter: renewals are counted on its storage, under keys of
+            their own, and against its global limits too.
 
     Raises:
         ConfigurationError: no secret, a short one, or an unparsable limit.
@@ -122,19 +122,13 @@ class Renewal:
         secret: str | bytes | None,
         renewal_rate_limits: Iterable[str] | str | None,
         limiter: Limiter,
-        storage_uri: str,
     ) -> None:
         self.__secret = _secret_bytes(secret)
-        self._global = limiter
-        parse_limits("renewal_rate_limits", renewal_rate_limits)  # names the setting
-        self._limiter = Limiter(renewal_rate_limits, (), storage_uri)
+        self._limiter = limiter
+        self.limits = parse_limits("renewal_rate_limits", renewal_rate_limits)
 
     def __repr__(self) -> str:
-        return f"Renewal(limits={[str(item) for item in self._limiter.caller_limits]})"
-
-    async def aclose(self) -> None:
-        """Close the renewal limiter's storage."""
-        await self._limiter.aclose()
+        return f"Renewal(limits={[str(item) for item in self.limits]})"
 
     def now(self) -> dt.datetime:
         """The broker's clock (UTC): conversation starts and caps are judged on it."""
@@ -258,16 +252,11 @@ class Renewal:
 
     async def _hit(self, caller_id: str) -> Limited | None:
         # Renewals are counted under their own key, apart from the caller's mint limits.
-        limited: Limited | None = None
+        limiter = self._limiter
         try:
-            if self._limiter.caller_limits:
-                limited = await self._limiter._hit_all(
-                    self._limiter.caller_limits, ("renewal", caller_id), "caller"
-                )
-            if limited is None and self._global.global_limits:
-                limited = await self._global._hit_all(
-                    self._global.global_limits, ("global",), "global"
-                )
+            limited = await limiter._hit_all(self.limits, ("renewal", caller_id), "caller")
+            if limited is None:
+                limited = await limiter._hit_all(limiter.global_limits, ("global",), "global")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
