@@ -554,3 +554,34 @@ test("a goAway on the new socket before it is in use: resumed again, nothing los
   assert.equal(world.connects[1].closed, true);
   live.close();
 });
+
+test("close() while resuming: no new socket stays open, onclose once", async () => {
+  const { GoogleGenAI, world } = fakeGenAI();
+  let release;
+  const gate = new Promise((resolve) => {
+    release = resolve;
+  });
+  const { fetch: answer } = brokerFetch();
+  let n = 0;
+  const fetch = async (url, init) => {
+    n += 1;
+    if (n === 2) await gate; // the renewal hangs until the app has closed
+    return answer(url, init);
+  };
+  const closes = [];
+  const live = await connectLive(new TokenSource("/token", { fetch }), {
+    GoogleGenAI,
+    model: "m",
+    callbacks: { onclose: (e) => closes.push(e.code) },
+  });
+  world.connects[0].serverSend({ goAway: {} });
+  await until(() => live.state === "resuming", "resuming");
+  live.close();
+  release();
+  await until(() => closes.length === 1, "the close");
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(live.state, "closed");
+  assert.equal(world.connects.length, 1);
+  assert.equal(world.connects[0].closed, true);
+  assert.deepEqual(closes, [1005]);
+});

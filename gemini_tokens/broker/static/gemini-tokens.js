@@ -580,35 +580,42 @@ export class LiveConnection {
     this.#setState("resuming", reason);
     let lastError = null;
     for (let attempt = 0; attempt < this.#resumeAttempts; attempt += 1) {
+      if (attempt > 0) await sleep(DEFAULT_BACKOFF_MS * 2 ** (attempt - 1));
+      if (this.#state !== "resuming") return this.#ended();
       try {
         await this.#source.renew();
       } catch (err) {
-        this.#fail(err);
-        return;
+        this.#fail(err); // 401, 403 (the cap), or the broker out of reach for good
+        return undefined;
       }
-      if (this.#state !== "resuming") return;
+      if (this.#state !== "resuming") return this.#ended();
       // The service refuses a resume while the old socket is open: close it and wait.
-      const old = this.#current;
-      await within(this.#retire(old), this.#closeTimeoutMs);
-      if (this.#state !== "resuming") return;
+      await within(this.#retire(this.#current), this.#closeTimeoutMs);
+      if (this.#state !== "resuming") return this.#ended();
       if (!this.#handle) {
         this.#fail(new Error(`${reason}; the session cannot be resumed (no resumption handle yet)`));
-        return;
+        return undefined;
       }
       try {
         await this.#open(this.#handle);
-        if (this.#state !== "resuming") {
-          this.#retire(this.#current);
-          return;
-        }
-        this.#becomeOpen(`resumed after ${reason}`);
-        return;
       } catch (err) {
-        lastError = err;
-        await sleep(DEFAULT_BACKOFF_MS * 2 ** attempt);
+        lastError = err; // e.g. refused: try again with a fresh token
+        continue;
       }
+      if (this.#state !== "resuming") return this.#ended();
+      this.#becomeOpen(`resumed after ${reason}`);
+      return undefined;
     }
     this.#fail(lastError ?? new Error(`${reason}; resuming failed`));
+    return undefined;
+  }
+
+  // The app closed the session while it was resuming: close what is open, then onclose.
+  #ended() {
+    if (this.#state === "closed") {
+      void within(this.#retire(this.#current), this.#closeTimeoutMs).then((event) => this.#finish(event));
+    }
+    return undefined;
   }
 
   #fail(err) {
