@@ -252,6 +252,7 @@ async def test_forged_sessions_are_refused(gemini_emulator: Emulator) -> None:
         f"{version}.{payload}.{mac[:-2]}AA",
         f"v2.{payload}.{mac}",
         "v1.!!!.???",
+        "v1.a.b",  # not base64 at all
         "v1..",
         "nonsense",
         payload,
@@ -262,6 +263,31 @@ async def test_forged_sessions_are_refused(gemini_emulator: Emulator) -> None:
         assert error_message(refused) == (
             "this conversation cannot be renewed: its session is not valid; start a new one"
         )
+
+
+async def test_a_well_signed_but_malformed_session_is_refused(gemini_emulator: Emulator) -> None:
+    broker = make()
+    renewal = broker._renewal
+    assert renewal is not None
+    data = b'{"c": "x"}'  # signed with the broker's key, but not a session's payload
+    value = "v1.{}.{}".format(
+        base64.urlsafe_b64encode(data).decode().rstrip("="),
+        base64.urlsafe_b64encode(renewal._mac(data)).decode().rstrip("="),
+    )
+    refused = await broker.handle(renew(value))
+    assert refused.status == 403
+    assert "not valid" in error_message(refused)
+
+
+async def test_without_a_cap_renewals_go_on(
+    gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = make(policy=policy(max_session_minutes=None, expire_minutes=15))
+    first = (await broker.handle(post())).json()
+    start = parse_time(first["serverTime"])
+    monkeypatch.setattr(_session, "_utcnow", lambda: start + dt.timedelta(hours=5))
+    ok = await broker.handle(renew(first["session"]))
+    assert ok.status == 200, ok.body
 
 
 async def test_a_changed_policy_ends_renewals(gemini_emulator: Emulator) -> None:
@@ -452,7 +478,10 @@ async def test_client_js_in_aiohttp(gemini_emulator: Emulator) -> None:
         again = await http.get("/api/token/client.js", headers={"If-None-Match": etag})
         assert again.status == 304
         assert await again.read() == b""
-        assert (await http.get("/api/token/client.js", headers={"If-None-Match": '"x"'})).status
+        other = await http.get("/api/token/client.js", headers={"If-None-Match": '"x"'})
+        assert other.status == 200
+        star = await http.get("/api/token/client.js", headers={"If-None-Match": "*"})
+        assert star.status == 304
         posted = await http.post("/api/token/client.js")
         assert posted.status == 405
         assert posted.headers["Allow"] == "GET, HEAD"
