@@ -395,4 +395,4 @@ def test_the_helper_unit_tests_pass_in_node() -> None:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout
-    assert "# pass 30" in done.stdout
+    assert "# pass 31" in done.stdout

@@ -85,6 +85,12 @@ test("headers may be a function, read on every request", async () => {
   );
 });
 
+test("headers may be a Headers object", async () => {
+  const { fetch, calls } = scriptedFetch([json(200, tokenAnswer(1))]);
+  await new TokenSource("/token", { fetch, headers: new Headers({ Authorization: "Bearer h" }) }).get();
+  assert.equal(calls[0].init.headers.authorization, "Bearer h");
+});
+
 test("renew() posts the conversation's session; without one it is get()", async () => {
   const { fetch, calls } = scriptedFetch([json(200, { ...tokenAnswer(1), session: undefined }), json(200, tokenAnswer(2)), json(200, tokenAnswer(3))]);
   const source = new TokenSource("/token", { fetch });

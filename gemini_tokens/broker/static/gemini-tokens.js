@@ -268,7 +268,8 @@ export class TokenSource {
   async #request(body, signal) {
     for (let attempt = 0; ; attempt += 1) {
       if (signal && signal.aborted) throw abortError(signal);
-      const headers = typeof this.#headers === "function" ? await this.#headers() : this.#headers;
+      let headers = typeof this.#headers === "function" ? await this.#headers() : this.#headers;
+      if (typeof Headers !== "undefined" && headers instanceof Headers) headers = Object.fromEntries(headers.entries());
       let res;
       const sentAt = this.#now();
       try {
