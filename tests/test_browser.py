@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -395,4 +396,6 @@ def test_the_helper_unit_tests_pass_in_node() -> None:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout
-    assert "# pass 31" in done.stdout
+    passed = re.search(r"^# pass (\d+)$", done.stdout, re.M)
+    assert passed is not None
+    assert int(passed.group(1)) >= 31  # all of tests/browser/gemini-tokens.test.mjs ran
