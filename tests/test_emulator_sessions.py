@@ -180,6 +180,15 @@ def test_go_away_from_sync_code_with_the_threaded_emulator() -> None:
         assert info.value.rcvd.code == 1011
 
 
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(30, "30s"), (0.25, "0.25s"), (0, "0s"), (1e-5, "0.00001s")]
+)
+def test_time_left_is_a_protobuf_duration(seconds: float, text: str) -> None:
+    from gemini_tokens.testing._live import duration
+
+    assert duration(seconds) == text
+
+
 async def test_go_away_arguments_are_checked() -> None:
     emu = Emulator()
     with pytest.raises(Exception, match="running"):

@@ -588,3 +588,16 @@ async def test_token_fields_are_read_in_camel_or_snake_case_only(emu: Emulator) 
     status, answer = await post(emu, {"fieldMask": "model", "field_mask": "model"})
     assert status == 400
     assert "given twice" in answer["error"]["message"]
+
+
+async def test_tool_responses_as_the_sdks_send_them_are_recorded(emu: Emulator) -> None:
+    token = await mint(emu, {})
+    js = {"toolResponse": {"functionResponses": [{"id": "c1", "name": "f", "response": {}}]}}
+    python = {"tool_response": {"function_responses": [{"id": "c2", "response": {"ok": 1}}]}}
+    seen, close, _ = await converse(emu, token, setup_with(), js, python, JS_TURN)
+    assert close is None
+    assert parts(seen)  # the session carried on
+    recorded = [
+        m["toolResponse"]["functionResponses"][0]["id"] for m in emu.sessions[-1].messages[:2]
+    ]
+    assert recorded == ["c1", "c2"]

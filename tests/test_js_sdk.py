@@ -5,6 +5,7 @@ server: mint (``authTokens.create`` with the API key and ``httpOptions.baseUrl``
 Live session with the token (API version v1alpha), a text turn, reuse refused, an audio
 turn and a streamed audio turn whose playback data it decodes. It runs twice: over plain
 http/ws and over https/wss with the emulator's CA given to Node as ``NODE_EXTRA_CA_CERTS``.
+A third run resumes a conversation after ``goAway`` with the SDK's ``sessionResumption``.
 Needs ``node`` and ``npm ci`` (the root package.json pins @google/genai 3.3.0).
 """
 
@@ -120,3 +121,21 @@ async def test_the_js_sdk_over_tls_trusting_the_emulators_ca() -> None:
         assert emu.base_url.startswith("https://")
         out = await _run_node(emu, NODE_EXTRA_CA_CERTS=emu.ca_file)
         _check(out, emu)
+
+
+async def test_the_js_sdk_resumes_a_conversation_after_go_away() -> None:
+    """goAway, the SDK closes the old socket, and resumes with its handle: history kept."""
+    async with Emulator(go_away_after=0.3, go_away_time_left=30) as emu:
+        out = await _run_node(emu, SCENARIO="resume")
+        resume = out["resume"]
+        assert resume["timeLeft"] == "30s"
+        assert resume["handles"] >= 2
+        assert resume["reply"].endswith(
+            'Turn 2 of this conversation; earlier turns: "My name is Ada.".'
+        )
+        first, second = emu.sessions
+        assert first.go_away == 30
+        assert first.close_code == 1005  # closed by the client, before the deadline
+        assert second.resumed
+        assert not second.counted_as_use
+        assert emu.tokens[0].sessions_opened == 1

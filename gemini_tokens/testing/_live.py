@@ -58,6 +58,7 @@ __all__ = [
     "STILL_OPEN",
     "UNREGISTERED",
     "USED_UP",
+    "duration",
     "serve_live",
 ]
 
@@ -88,6 +89,11 @@ STILL_OPEN = "The session to resume is still open on another connection; close i
 _MAX_REASON = 123  # bytes in a close frame's reason
 # A resume may arrive just before the old socket's close is read: wait this long for it.
 _RELEASE_GRACE = 0.25
+
+
+def duration(seconds: float) -> str:
+    """A ``google.protobuf.Duration`` in JSON: ``"30s"``, ``"0.25s"`` (never an exponent)."""
+    return (f"{seconds:.9f}".rstrip("0").rstrip(".") or "0") + "s"
 
 
 class _Close(Exception):
@@ -186,7 +192,7 @@ class _Socket:
             if self.closed:
                 return
             self._record.go_away = time_left
-            await self.send({"goAway": {"timeLeft": f"{time_left:g}s"}})
+            await self.send({"goAway": {"timeLeft": duration(time_left)}})
             await asyncio.sleep(time_left)
             if not self.closed:
                 self._deadline_passed = True

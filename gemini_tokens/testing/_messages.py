@@ -63,6 +63,7 @@ class FunctionResponse:
     response: Mapping[str, Any] | None = None
     will_continue: bool | None = None
     scheduling: str | None = None
+    parts: Sequence[Mapping[str, Any]] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -1,6 +1,7 @@
 // Drives the official @google/genai SDK (from the checkout's node_modules) against the
 // gemini-tokens emulator, as a browser app's code would, and prints what it saw as JSON.
-// Run by tests/test_js_sdk.py with GEMINI_BASE_URL, GEMINI_API_KEY and MODEL set.
+// Run by tests/test_js_sdk.py with GEMINI_BASE_URL, GEMINI_API_KEY and MODEL set;
+// SCENARIO=resume runs only the goAway-and-resume conversation.
 import { GoogleGenAI, Modality } from "@google/genai";
 
 const baseUrl = process.env.GEMINI_BASE_URL;
@@ -105,6 +106,43 @@ function playback(ms) {
 }
 
 const out = {};
+
+if (process.env.SCENARIO === "resume") {
+  // A conversation that outlasts its connection: goAway, close, resume with the handle.
+  const token = await mint({
+    uses: 1,
+    liveConnectConstraints: {
+      model,
+      config: { responseModalities: [Modality.TEXT], sessionResumption: {} },
+    },
+  });
+  const first = await open(token.name, { responseModalities: [Modality.TEXT] });
+  first.session.sendClientContent({ turns: "My name is Ada.", turnComplete: true });
+  await first.waitFor(turnComplete);
+  const goAway = (await first.waitFor((m) => m.goAway !== undefined))
+    .map((m) => m.goAway)
+    .filter(Boolean)[0];
+  const handles = first.messages
+    .map((m) => m.sessionResumptionUpdate)
+    .filter((u) => u?.resumable && u.newHandle)
+    .map((u) => u.newHandle);
+  first.session.close(); // close the old socket before resuming
+  await first.closedWithin();
+  const second = await open(token.name, {
+    responseModalities: [Modality.TEXT],
+    sessionResumption: { handle: handles[handles.length - 1] },
+  });
+  second.session.sendClientContent({ turns: "What is my name?", turnComplete: true });
+  out.resume = {
+    timeLeft: goAway.timeLeft,
+    handles: handles.length,
+    reply: texts(await second.waitFor(turnComplete)),
+  };
+  second.session.close();
+  await second.closedWithin();
+  process.stdout.write(JSON.stringify(out) + "\n");
+  process.exit(0);
+}
 
 // 1. A text token: locked temperature, integers as @google/genai types them (strings).
 const textToken = await mint({
