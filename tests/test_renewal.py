@@ -401,19 +401,37 @@ async def test_no_secret_or_session_in_audit_or_logs(
         assert secret not in text
 
 
-async def test_the_renewed_token_resumes_the_conversation(gemini_emulator: Emulator) -> None:
-    """The loop the browser helper runs, with the emulator: resume on a renewed uses=1 token."""
-    broker = make(
-        policy=policy(config={"response_modalities": ["TEXT"], "session_resumption": {}}, uses=1)
-    )
-    app = web.Application()
+@pytest.mark.parametrize("count_as_use", [False, True], ids=["resume-free", "resume-is-a-use"])
+async def test_the_renewed_token_resumes_the_conversation(count_as_use: bool) -> None:
+    """The loop the browser helper runs, with the emulator: resume on a renewed uses=1 token.
+
+    Also where resuming counts as a use (as users report of the service): the renewed token
+    has its one use left for it.
+    """
     from gemini_tokens.broker.aiohttp import add_routes
 
-    add_routes(app, broker)
+    async with Emulator(count_resumption_as_use=count_as_use) as emu:
+        client = gemini_tokens.AsyncClient(emu.api_key, base_url=emu.base_url)
+        broker = make(
+            policy=policy(config={"response_modalities": ["TEXT"]}, uses=1), client=client
+        )
+        app = web.Application()
+        add_routes(app, broker)
+        try:
+            await _resume_through(app)
+        finally:
+            await client.close()
+        accepted = [s for s in emu.sessions if s.accepted]
+        assert [s.resumed for s in accepted] == [False, True]
+        assert all(s.counted_as_use is (i == 0 or count_as_use) for i, s in enumerate(accepted))
+
+
+async def _resume_through(app: web.Application) -> None:
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
         first = await (await http.post("/token", headers=AUTH)).json()
         async with http.session.ws_connect(first["liveUrl"]) as ws:
-            await ws.send_json({"setup": {"model": first["bidiGenerateContentSetup"]["model"]}})
+            model = first["bidiGenerateContentSetup"]["model"]
+            await ws.send_json({"setup": {"model": model, "sessionResumption": {}}})
             handle = None
             await ws.send_json(
                 {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "one"}]}],
