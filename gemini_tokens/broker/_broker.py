@@ -6,6 +6,10 @@ answers. The token endpoint's steps, in order:
 
 origin (403) -> method (405) -> body shape (413, 415, 400) -> ``authorize`` (401, 403) ->
 policy -> client choices (400) -> rate limits (429, 503) -> mint (200, 503, 500) -> audit.
+
+With renewal on (`_session`), a ``{"renew": "<session>"}`` body takes, after ``authorize`` and
+the policy: session check and cap (403) -> renewal limits (429, 503) -> mint -> ``renewed``.
+``<path>/client.js`` serves the browser helper (`_static`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import Refusal, error_body, json_body
 from gemini_tokens.broker._limiter import Limiter, LimiterUnavailable
 from gemini_tokens.broker._policy import Policy, check_choices
+from gemini_tokens.broker._session import Renewal
+from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
@@ -90,6 +96,8 @@ class _Decision:
     time: dt.datetime
     caller: Caller | None = None
     policy: Policy | None = None
+    outcome: str = "minted"
+    session: str | None = attrs.field(default=None, repr=False)
 
 
 class TokenBroker:
@@ -111,10 +119,17 @@ class TokenBroker:
             the environment (``GEMINI_API_KEY``...), which the broker also closes.
         on_limiter_error: ``"deny"`` (default): answer 503 when the limiter's storage is
             unreachable; ``"allow"``: mint anyway (and log a warning).
+        renewal: Let conversations outlast a token: answers carry a signed ``session`` and
+            ``POST {"renew": session}`` mints the conversation's next token (``uses=1``, never
+            past its start plus ``Policy.max_session_minutes``). See docs/live-sessions.md.
+        secret: The key that signs sessions (at least 32 bytes; the same on every replica).
+            Default: ``GEMINI_TOKENS_BROKER_SECRET``. Required when ``renewal`` is on.
+        renewal_rate_limits: Limits per caller on renewals, apart from ``rate_limits``
+            (the global limits count renewals too).
 
     Raises:
         ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
-            a hook that is not callable, or no API key.
+            a hook that is not callable, no API key, or renewal without a secret.
         ValidationError: a policy that ``create()`` would refuse.
     """
 
@@ -130,6 +145,9 @@ class TokenBroker:
         audit: AuditSink | None = None,
         client: AsyncClient | Client | None = None,
         on_limiter_error: Literal["deny", "allow"] = "deny",
+        renewal: bool = False,
+        secret: str | bytes | None = None,
+        renewal_rate_limits: Iterable[str] | str | None = (),
     ) -> None:
         if not callable(authorize):
             raise ConfigurationError("authorize: must be a function (request) -> Caller")
@@ -149,6 +167,7 @@ class TokenBroker:
         self._audit_async = _is_async(self._audit)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
+        self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
         self._on_limiter_error = on_limiter_error
         self._facade: Client | None = None
         if client is None:
@@ -161,9 +180,12 @@ class TokenBroker:
         else:
             raise ConfigurationError("client: must be a gemini_tokens.AsyncClient or Client")
         #: Sub-routes below the token endpoint, by path ("" is the endpoint itself).
-        self.routes: dict[str, Route] = {"": self._token_endpoint}
+        self.routes: dict[str, Route] = {
+            "": self._token_endpoint,
+            CLIENT_JS_PATH: client_js_route(self._origins),
+        }
         #: Top-level body keys the token endpoint accepts.
-        self.body_keys: frozenset[str] = BODY_KEYS
+        self.body_keys: frozenset[str] = BODY_KEYS | ({"renew"} if renewal else set())
         self._asgi: ASGIApp | None = None
         self._wsgi: WSGIApp | None = None
 
@@ -325,14 +347,32 @@ class TokenBroker:
         if not self._origins.permits(request):
             raise Refusal(403, "denied", "origin_not_allowed", "this origin may not get tokens")
         body = self.parse_body(request)
+        renewal = self._renewal
+        if renewal is not None and "renew" in body.extra and body.config is not None:
+            raise Refusal(
+                400,
+                "invalid",
+                "invalid_argument",
+                "config: may not be given with renew (a renewal keeps the conversation's choices)",
+            )
         caller = decision.caller = await self._call_authorize(request)
         policy = decision.policy = await self._resolve_policy(caller)
+        if renewal is not None and "renew" in body.extra:
+            conversation = renewal.verify(caller, body.extra["renew"])
+            options = renewal.next_times(policy, conversation, conversation.choices)
+            await renewal.hit(caller, self._on_limiter_error)
+            decision.outcome, decision.session = "renewed", body.extra["renew"]
+            return await self.mint(policy, conversation.choices, options)
         try:
             choices = check_choices(policy, body.config)
         except ValidationError as exc:
             raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
         await self._check_limits(caller)
-        return await self.mint(policy, choices)
+        if renewal is None:
+            return await self.mint(policy, choices)
+        start = renewal.now().replace(microsecond=0)
+        decision.session = renewal.sign(caller, policy, choices, start)
+        return await self.mint(policy, choices, renewal.first_times(policy, start))
 
     def parse_body(self, request: BrokerRequest) -> ParsedBody:
         """The body's shape check (413, 415, 400), before ``authorize`` runs."""
@@ -410,14 +450,23 @@ class TokenBroker:
                 retry_after=limited.retry_after,
             )
 
-    async def mint(self, policy: Policy, choices: Mapping[str, Any]) -> EphemeralToken:
+    async def mint(
+        self,
+        policy: Policy,
+        choices: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> EphemeralToken:
         """Mint one token under ``policy`` with the client's ``choices``; `Refusal` on failure.
+
+        ``overrides`` replace ``create()`` options of the policy's (renewal's times, uses).
 
         The service's own text never reaches the caller: a busy or unreachable service is a
         503 with ``Retry-After``; a refusal that is the server's fault (a bad key, a policy the
         service rejects) is a 500 with a generic message and an ERROR log.
         """
         options = policy.create_options({**policy.config, **choices})
+        if overrides:
+            options.update(overrides)
         try:
             facade = self._facade
             if facade is not None and not _ON_FACADE.get():
@@ -445,6 +494,8 @@ class TokenBroker:
 
     async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
         body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": _server_time()}
+        if decision.session is not None:
+            body["session"] = decision.session
         response = BrokerResponse(
             status=200,
             headers=(*_JSON_HEADERS, *self._origins.response_headers(decision.request)),
@@ -452,7 +503,7 @@ class TokenBroker:
         )
         await self._emit(
             decision,
-            outcome="minted",
+            outcome=decision.outcome,
             reason="ok",
             status=200,
             token_id=token_id(token.name),

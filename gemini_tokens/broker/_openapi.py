@@ -49,6 +49,11 @@ _TOKEN_SCHEMA: dict[str, Any] = {
     },
 }
 
+_SESSION_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": "The conversation (opaque, signed): send it as renew for the next token.",
+}
+
 _ERRORS = {
     400: "A field not allowed, a value outside its set, or a body that is not a JSON object.",
     401: "The caller is not signed in (authorize raised Denied(401)).",
@@ -88,10 +93,21 @@ def operation(broker: TokenBroker) -> dict[str, Any]:
     retry_after = {
         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
     }
+    token_schema, body_properties = _TOKEN_SCHEMA, {"config": _config_schema(broker)}
+    if broker._renewal is not None:
+        token_schema = {
+            **_TOKEN_SCHEMA,
+            "properties": {**_TOKEN_SCHEMA["properties"], "session": _SESSION_SCHEMA},
+        }
+        body_properties["renew"] = {
+            **_SESSION_SCHEMA,
+            "description": "An earlier answer's session: mint the conversation's next token "
+            "(not with config). 403 past Policy.max_session_minutes.",
+        }
     responses: dict[str, Any] = {
         "200": {
             "description": "A token. Sent with Cache-Control: no-store.",
-            "content": {"application/json": {"schema": _TOKEN_SCHEMA}},
+            "content": {"application/json": {"schema": token_schema}},
         }
     }
     for code, text in _ERRORS.items():
@@ -115,7 +131,7 @@ def operation(broker: TokenBroker) -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {"config": _config_schema(broker)},
+                        "properties": body_properties,
                     }
                 }
             },

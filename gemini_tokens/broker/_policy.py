@@ -127,6 +127,13 @@ def _choices(value: Any) -> dict[str, Choice]:
     return out
 
 
+def _check_cap(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and (not _is_number(value) or value <= 0):
+        raise ValidationError(
+            "policy.max_session_minutes", "must be a number of minutes above 0, or None (no cap)"
+        )
+
+
 def _locks(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -153,6 +160,9 @@ class Policy:
         client_may_set: Config fields the browser may choose in its request body, each with
             its allowed values: a list (``["Kore", "Puck"]``) or an inclusive range of
             numbers as a tuple (``(0.0, 1.0)``). Anything else comes from the policy.
+        max_session_minutes: With renewal on (``TokenBroker(renewal=True)``): how long one
+            conversation may run, from its first token; no token of it expires later, and
+            renewals past it are refused. None: no cap.
 
     Raises:
         ValidationError: a setting that ``create()`` would refuse, named as ``policy.<field>``
@@ -166,6 +176,7 @@ class Policy:
     expire_minutes: float = 30
     new_session_expire_minutes: float = 1
     client_may_set: dict[str, Choice] = attrs.field(factory=dict, converter=_choices)
+    max_session_minutes: float | None = attrs.field(default=60, validator=_check_cap)
     _aliases: dict[str, str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
