@@ -1,0 +1,116 @@
+"""`broker.asgi`: the broker as a pure ASGI 3 app (no framework imports).
+
+Mount it in Starlette or FastAPI (``Mount("/token", app=broker.asgi)``), or serve it alone.
+It answers ``lifespan`` too, closing the broker's client at shutdown when it is the top app
+(a mounted app gets no lifespan events: close it in the parent app's lifespan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from gemini_tokens.broker._types import MAX_BODY_BYTES, BrokerRequest
+
+if TYPE_CHECKING:
+    from gemini_tokens.broker._broker import TokenBroker
+
+__all__ = ["ASGIApp"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def _declared_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def read_body(receive: Receive, declared: int | None) -> tuple[bytes, bool]:
+    """Read at most ``MAX_BODY_BYTES + 1`` bytes; ``(body, too_large)``."""
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return b"", True
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def request_from_scope(
+    scope: Scope, body: bytes, too_large: bool, subpath: str | None = None
+) -> BrokerRequest:
+    """A `BrokerRequest` from an ASGI HTTP scope.
+
+    ``subpath`` defaults to the path below ``root_path`` (where the app is mounted).
+    """
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+    path: str = scope.get("path", "/")
+    if subpath is None:
+        root: str = scope.get("root_path", "")
+        subpath = path[len(root) :] if root and path.startswith(root) else path
+    client = scope.get("client")
+    return BrokerRequest(
+        method=scope.get("method", "GET"),
+        path=path,
+        headers=headers,
+        client_address=client[0] if client else None,
+        body=body,
+        body_too_large=too_large,
+        subpath=subpath,
+        scheme=scope.get("scheme", "http"),
+        native=scope,
+    )
+
+
+class ASGIApp:
+    """The broker as an ASGI 3 application."""
+
+    def __init__(self, broker: TokenBroker) -> None:
+        self.broker = broker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websocket: not ours
+            return
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        body, too_large = await read_body(receive, _declared_length(headers))
+        request = request_from_scope(scope, body, too_large)
+        response = await self.broker.handle(request)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.broker.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
