@@ -26,6 +26,7 @@ values from small fixed sets (and the model name the application configured).
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,15 @@ from typing import Any, TypeVar
 
 from gemini_tokens._errors import APIError, APIStatusError, APITimeoutError, InvalidResponseError
 
-__all__ = ["DecisionObserver", "MintObserver", "decision", "enabled", "mint", "record_decision"]
+__all__ = [
+    "DecisionObserver",
+    "MintObserver",
+    "decision",
+    "enabled",
+    "mint",
+    "observe_audit_event",
+    "record_decision",
+]
 
 T = TypeVar("T")
 
@@ -45,6 +54,7 @@ PROVIDER = "gcp.gemini"  # the GenAI semantic conventions' name for the Gemini D
 OUTCOMES = frozenset(
     {"minted", "renewed", "denied", "limited", "invalid", "upstream_error", "error"}
 )
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _REASON = re.compile(r"[a-z][a-z0-9_.]{0,47}")
 
 
@@ -65,11 +75,14 @@ class _Instruments:
         self.status = Status
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
-        self.duration = meter.create_histogram(
-            "gemini_tokens.mint.duration",
-            unit="s",
-            description="Time to mint a token, all attempts and backoff sleeps included",
-        )
+        name, unit = "gemini_tokens.mint.duration", "s"
+        about = "Time to mint a token, all attempts and backoff sleeps included"
+        try:  # the HTTP semantic conventions' buckets (the default ones start at 5 s)
+            self.duration = meter.create_histogram(
+                name, unit, about, explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+            )
+        except TypeError:  # pragma: no cover - opentelemetry-api < 1.23
+            self.duration = meter.create_histogram(name, unit, about)
         self.attempts = meter.create_counter(
             "gemini_tokens.mint.attempts",
             unit="{attempt}",
@@ -279,7 +292,7 @@ def _outcome_value(outcome: str) -> str:
 class DecisionObserver:
     """One broker decision's span (current while it runs). Made by `decision`."""
 
-    __slots__ = ("_attributes", "_i", "_name", "_recorded", "_span", "_token")
+    __slots__ = ("_attributes", "_i", "_name", "_recorded", "_reset", "_span", "_token")
 
     def __init__(self, name: str, attributes: dict[str, Any]) -> None:
         self._i = _get()
@@ -288,12 +301,14 @@ class DecisionObserver:
         self._span: Any = None
         self._token: object = None
         self._recorded = False
+        self._reset: contextvars.Token[DecisionObserver | None] | None = None
 
     def __enter__(self) -> DecisionObserver:
         if self._i is not None:
             self._span, self._token = self._i.start(
                 self._name, self._i.server_kind, self._attributes
             )
+            self._reset = _current_decision.set(self)
         return self
 
     def __exit__(
@@ -305,6 +320,8 @@ class DecisionObserver:
         i = self._i
         if i is None or self._span is None:
             return
+        if self._reset is not None:
+            _current_decision.reset(self._reset)
         i.context.detach(self._token)
         if exc is not None:
             self._span.set_attribute("error.type", type(exc).__name__)
@@ -341,6 +358,29 @@ class DecisionObserver:
         record_decision(outcome, reason, limit_scope=limit_scope)
 
 
+_current_decision: contextvars.ContextVar[DecisionObserver | None] = contextvars.ContextVar(
+    "gemini_tokens_decision", default=None
+)
+
+
+def observe_audit_event(event: Any) -> None:
+    """Record a broker `AuditEvent` on the current decision span (if any) and in the metrics.
+
+    Wrap a broker's audit sink with it (``gemini-tokens serve`` does) so every decision is
+    counted by outcome and reason, and a ``limited`` one by scope.
+    """
+    reason = getattr(event, "reason", None)
+    outcome = getattr(event, "outcome", "other")
+    scope = None
+    if outcome == "limited" and isinstance(reason, str) and reason.endswith("_limit"):
+        scope = reason[: -len("_limit")]
+    current = _current_decision.get()
+    if current is not None:
+        current.outcome(outcome, reason, status=getattr(event, "status", None), limit_scope=scope)
+    else:
+        record_decision(outcome, reason, limit_scope=scope)
+
+
 def decision(
     method: str | None = None,
     route: str | None = None,
@@ -369,7 +409,7 @@ def record_decision(
         outcome: ``minted``, ``denied``, ``limited``, ``invalid``, ``upstream_error``...
         reason: A short snake_case code (free text is counted as ``other``: metric
             attributes stay low-cardinality).
-        limit_scope: For ``limited``: ``caller`` or ``global``.
+        limit_scope: For ``limited`` by a rate limit: ``caller`` or ``global``.
     """
     instruments = _get()
     if instruments is None:
@@ -379,6 +419,6 @@ def record_decision(
         "gemini_tokens.reason": _reason_value(reason),
     }
     instruments.decisions.add(1, attributes)
-    if outcome == "limited":
-        scope = limit_scope if limit_scope in ("caller", "global") else "other"
-        instruments.rejections.add(1, {"gemini_tokens.limit.scope": scope})
+    if outcome == "limited" and limit_scope in ("caller", "global"):
+        # (A limiter whose storage is down refuses too, but that is not a rejection.)
+        instruments.rejections.add(1, {"gemini_tokens.limit.scope": limit_scope})

@@ -117,6 +117,14 @@ def _algorithms(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _claims(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigurationError("attribute_claims: must be a list of claim names")
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class JWTSettings:
     """How bearer JWTs are verified. Exactly one of ``jwks_url``, ``public_key_file`` and
@@ -148,7 +156,7 @@ class JWTSettings:
     public_key_file: str | None = None
     hmac_secret: str | None = attrs.field(default=None, repr=False)
     caller_claim: str = "sub"
-    attribute_claims: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    attribute_claims: tuple[str, ...] = attrs.field(default=(), converter=_claims)
     leeway_seconds: float = attrs.field(default=30.0, validator=_positive("leeway_seconds"))
     jwks_cache_seconds: float = attrs.field(
         default=600.0, validator=_positive("jwks_cache_seconds")
