@@ -15,7 +15,8 @@ The sections (see docs/serve.md for a complete file)::
     [audit]     sink ("log" or "jsonl"), path
     [auth]      authorizer ("module:function"), or a [jwt] section
     [jwt]       issuer, audience, algorithms, jwks_url | public_key_file | hmac_secret,
-                caller_claim, attribute_claims, leeway_seconds
+                caller_claim, attribute_claims, leeway_seconds, jwks_cache_seconds,
+                jwks_min_refresh_seconds
     [policy]    one policy for everyone; or
     [policies]  claim, default, and one [policies.NAME] table per policy
 """
@@ -63,6 +64,8 @@ _KEYS: dict[str, dict[str, str]] = {
         "caller_claim": "str",
         "attribute_claims": "list",
         "leeway_seconds": "float",
+        "jwks_cache_seconds": "float",
+        "jwks_min_refresh_seconds": "float",
     },
     "policies": {"claim": "str", "default": "str"},
     "policy": {
