@@ -321,7 +321,7 @@ async def test_limits_are_shared_by_two_serve_processes(
     statuses = [status for status, _, _ in results]
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert statuses[:3] == [200, 200, 200]
-    for status, headers, body in results[3:]:
+    for _, headers, body in results[3:]:
         assert body["error"]["status"] == "RESOURCE_EXHAUSTED"
         assert int(headers["Retry-After"]) >= 1
     # Another caller has its own budget.
@@ -444,6 +444,7 @@ async def test_dev_mode_listens_on_loopback_allows_any_origin_and_says_so(
     dev = start(toml, "--dev")
     assert dev.base.startswith("http://127.0.0.1:")
     status, headers, _ = await post(http, dev.url, idp.token(), headers=foreign)
+    assert headers["Access-Control-Allow-Origin"] == "https://elsewhere.example.test"
     assert status == 200
     assert "DEVELOPMENT MODE" in dev.stderr
     assert "ANY web origin" in dev.stderr
