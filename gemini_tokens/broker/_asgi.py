@@ -7,7 +7,7 @@ It answers ``lifespan`` too, closing the broker's client at shutdown when it is 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from gemini_tokens.broker._types import MAX_BODY_BYTES, BrokerRequest
@@ -52,18 +52,24 @@ async def read_body(receive: Receive, declared: int | None) -> tuple[bytes, bool
             return b"".join(chunks), False
 
 
-def request_from_scope(
-    scope: Scope, body: bytes, too_large: bool, subpath: str | None = None
-) -> BrokerRequest:
-    """A `BrokerRequest` from an ASGI HTTP scope.
+def subpath_of(scope: Scope, routes: Iterable[str]) -> str:
+    """The sub-route an ASGI request is for.
 
-    ``subpath`` defaults to the path below ``root_path`` (where the app is mounted).
+    Mounted (Starlette's ``Mount``), it is the path below ``root_path``. Routed to a single
+    path (a ``Route``, or as the whole app), that path is the token endpoint, and only a
+    path ending in a known sub-route (``/client.js``) is that sub-route.
     """
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :]
+    return next((key for key in routes if key and path.endswith(key)), "")
+
+
+def request_from_scope(scope: Scope, body: bytes, too_large: bool, subpath: str) -> BrokerRequest:
+    """A `BrokerRequest` from an ASGI HTTP scope."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
     path: str = scope.get("path", "/")
-    if subpath is None:
-        root: str = scope.get("root_path", "")
-        subpath = path[len(root) :] if root and path.startswith(root) else path
     client = scope.get("client")
     return BrokerRequest(
         method=scope.get("method", "GET"),
@@ -92,7 +98,7 @@ class ASGIApp:
             return
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         body, too_large = await read_body(receive, _declared_length(headers))
-        request = request_from_scope(scope, body, too_large)
+        request = request_from_scope(scope, body, too_large, subpath_of(scope, self.broker.routes))
         response = await self.broker.handle(request)
         await send(
             {

@@ -11,12 +11,13 @@ policy -> client choices (400) -> rate limits (429, 503) -> mint (200, 503, 500)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -170,21 +171,41 @@ class TokenBroker:
 
         The broker stays usable: a later request makes a new client.
         """
+        await self._limiter.aclose()
         client, owned = self._client, self._owns_client
         if owned and client is not None:
             self._client = None
             await client.close()
 
     def close(self) -> None:
-        """Close, from sync code, the sync client `wsgi` made (see `aclose`)."""
+        """Close, from sync code, what `wsgi` opened on the sync facade (see `aclose`)."""
         facade = self._facade
-        if self._owns_client and facade is not None:
+        if facade is None or facade.closed:
+            return
+        facade._submit(self._limiter.aclose()).result()
+        if self._owns_client:
             self._facade = self._client = None
             facade.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """An app lifespan that closes the broker at shutdown: ``Starlette(lifespan=...)``."""
+        try:
+            yield
+        finally:
+            await self.aclose()
 
     def _current_client(self) -> AsyncClient:
         client = self._client
         if client is None:
+            client = self._client = AsyncClient()
+        elif self._owns_client and client._loop not in (None, asyncio.get_running_loop()):
+            # Our own client, left open on a loop that is gone (an app restarted without
+            # its lifespan closing the broker): start afresh rather than fail every call.
+            logger.warning(
+                "token broker: used on a new event loop without aclose() on the old one; "
+                "close the broker in your app's lifespan (broker.lifespan)"
+            )
             client = self._client = AsyncClient()
         return client
 

@@ -8,6 +8,7 @@ limited caller cannot spend the budget that protects the API key for everyone el
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,8 @@ import attrs
 from gemini_tokens._errors import ConfigurationError
 
 __all__ = ["Limited", "Limiter", "LimiterUnavailable", "parse_limits", "storage_uri_for"]
+
+logger = logging.getLogger("gemini_tokens.broker")
 
 _NAMESPACE = "gemini_tokens"
 #: Seconds a Redis connect or command may take before the limiter counts as down.
@@ -142,6 +145,17 @@ class Limiter:
     def active(self) -> bool:
         """Whether any limit is set."""
         return bool(self.caller_limits or self.global_limits)
+
+    async def aclose(self) -> None:
+        """Close the storage's connections (Redis); later hits reconnect."""
+        bridge = getattr(self.storage, "bridge", None)
+        if bridge is None:
+            return
+        try:
+            connection = bridge.get_connection()
+            await connection.connection_pool.disconnect()
+        except Exception as exc:  # closing must not fail a shutdown
+            logger.debug("token broker: closing the limiter's storage failed: %r", exc)
 
     async def hit(self, caller_id: str) -> Limited | None:
         """Count one request for ``caller_id``; the limit hit, or None if within all.
