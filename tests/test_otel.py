@@ -88,8 +88,8 @@ def telemetry_once() -> Telemetry:
     return _telemetry
 
 
-@pytest.fixture
-def otel() -> Iterator[Telemetry]:
+@pytest.fixture(name="otel")
+def otel_fixture() -> Iterator[Telemetry]:
     telemetry = telemetry_once()
     telemetry.reset()
     yield telemetry
