@@ -266,7 +266,7 @@ async def test_a_module_function_authorizer(emulator: Emulator) -> None:
 async def until(condition: Any, timeout: float = 15) -> None:
     """Poll ``condition`` (the state of another server) until it holds."""
     deadline = time.monotonic() + timeout
-    while not condition():  # noqa: ASYNC110 - the state is another server's
+    while not condition():  # the state of another server
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.01)
 
