@@ -269,3 +269,31 @@ def test_load_settings_reads_the_file_and_names_it(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{path}: file: is not valid TOML")
     with pytest.raises(SettingsError, match="cannot be read"):
         load_settings(str(tmp_path / "missing.toml"), environ={})
+
+
+def _toml_blocks(path: Path) -> list[str]:
+    text = path.read_text()
+    blocks = []
+    for chunk in text.split("```toml\n")[1:]:
+        blocks.append(chunk.split("```", 1)[0])
+    return blocks
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "serve.md"
+
+
+def test_the_docs_complete_broker_toml_is_valid() -> None:
+    complete, *idps = _toml_blocks(DOCS)
+    s = parse(complete)
+    assert sorted(s.policies) == ["free", "pro"]
+    assert s.storage_uri.startswith("redis://")
+    # Each identity provider's [auth.jwt] in place of the complete file's.
+    head, _, rest = complete.partition("[auth.jwt]")
+    tail = rest[rest.index("[policies]") :]
+    assert len(idps) == 3
+    for idp in idps:
+        settings = parse(head + idp + "\n" + tail)
+        assert settings.jwt is not None
+        assert settings.jwt.jwks_url is not None
+        assert settings.jwt.jwks_url.startswith("https://")
+        assert " " not in settings.jwt.jwks_url
