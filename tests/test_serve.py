@@ -566,3 +566,13 @@ async def test_otlp_export_and_prometheus_metrics(
     assert jwt.encode() not in everything
     assert emulator.tokens[0].name.encode() not in everything
     assert b"erin" not in everything  # no caller id in telemetry
+
+
+def test_the_docs_config_error_is_what_the_command_prints(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "serve.md").read_text()
+    shown = docs.split("$ gemini-tokens serve --config broker.toml\n", 1)[1].split("\n", 1)[0]
+    path = tmp_path / "broker.toml"
+    path.write_text(config("https://id.example.test/jwks").replace("port = 0", "port = 99999"))
+    out = run_cli("serve", "--config", "broker.toml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == shown
