@@ -25,6 +25,7 @@ from aiohttp import web
 
 from gemini_tokens import _instrumentation
 from gemini_tokens._client import AsyncClient
+from gemini_tokens._errors import ConfigurationError
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event
 from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
 from gemini_tokens.broker._jwt import JWTAuthorizer, load_authorizer
@@ -282,8 +283,15 @@ def build_app(
     return app
 
 
+def _missing(what: str) -> ConfigurationError:
+    return ConfigurationError(f"{what} needs the serve extra: pip install 'gemini-tokens[serve]'")
+
+
 def _prometheus_handler() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    except ImportError:
+        raise _missing("[server] metrics = true") from None
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
@@ -315,11 +323,7 @@ def setup_telemetry(settings: ServeSettings) -> Callable[[], None]:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        from gemini_tokens._errors import ConfigurationError
-
-        raise ConfigurationError(
-            "OpenTelemetry export needs the SDK: pip install 'gemini-tokens[serve]'"
-        ) from None
+        raise _missing("OpenTelemetry export") from None
     from gemini_tokens._version import __version__
 
     resource = Resource.create(
@@ -331,16 +335,24 @@ def setup_telemetry(settings: ServeSettings) -> Callable[[], None]:
     readers: list[Any] = []
     tracer_provider = None
     if otlp:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        except ImportError:
+            raise _missing("OTEL_EXPORTER_OTLP_ENDPOINT") from None
 
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(tracer_provider)
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     if settings.metrics:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        except ImportError:
+            raise _missing("[server] metrics = true") from None
 
         readers.append(PrometheusMetricReader())
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
