@@ -144,6 +144,18 @@ async def test_redis_limits_cost_one_command_per_limit_group(gemini_emulator: Em
     assert commands == ["EVALSHA"] * 6
 
 
+@needs_redis
+async def test_more_requests_in_flight_than_redis_connections(gemini_emulator: Emulator) -> None:
+    """Requests wait for a free connection instead of failing ("Too many connections")."""
+    with redis_server() as uri:
+        broker = make(rate_limits=["1000/minute", "10000/day"], storage_uri=uri)
+        try:
+            responses = await asyncio.gather(*(broker.handle(post()) for _ in range(150)))
+        finally:
+            await broker.aclose()
+    assert [r.status for r in responses] == [200] * 150
+
+
 def _post(port: int, user: str) -> int:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/token",

@@ -348,3 +348,22 @@ def _no_stray_children() -> Iterator[None]:
     except ChildProcessError:
         pid = 0
     assert pid == 0
+
+
+# --- the docs show these files as they are ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("page", "path", "lang"),
+    [
+        ("recipes.md", "examples/aiohttp_app.py", "python"),
+        ("recipes.md", "examples/fastapi_app.py", "python"),
+        ("recipes.md", "examples/flask_app.py", "python"),
+        ("recipes.md", "examples/django_app.py", "python"),
+        ("browser.md", "examples/browser/app.js", "javascript"),
+        ("browser.md", "examples/browser/index.html", "html"),
+    ],
+)
+def test_the_docs_show_each_tested_file_whole(page: str, path: str, lang: str) -> None:
+    text = (ROOT / "docs" / page).read_text()
+    assert f"```{lang}\n{(ROOT / path).read_text()}```\n" in text, f"{page} is not {path}"

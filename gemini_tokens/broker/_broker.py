@@ -92,7 +92,8 @@ class TokenBroker:
     Args:
         authorize: ``(BrokerRequest) -> Caller``, sync or async; raises `Denied` (401 or
             403) to refuse. A sync hook runs in a worker thread (it may block on a database).
-        policy: A `Policy`, or ``(Caller) -> Policy``, sync or async (e.g. per plan).
+        policy: A `Policy`, or ``(Caller) -> Policy``, sync or async (e.g. per plan);
+            a sync one runs on the event loop, so it should not block.
         rate_limits: Limits per caller, e.g. ``["5/minute", "100/day"]``.
         global_rate_limits: Limits for all callers together (protects the key's quota).
         storage_uri: ``"memory://"`` (one process) or ``"redis://host:6379/0"`` (replicas).

@@ -27,6 +27,10 @@ _NAMESPACE = "gemini_tokens"
 REDIS_TIMEOUT = 2.0
 _MEMORY = ("memory",)
 _REDIS = ("redis", "rediss", "redis+sentinel", "redis+cluster", "redis+unix")
+#: Schemes whose connections come from one pool that waits when all are busy.
+_POOLED = ("redis", "rediss", "redis+unix")
+#: Connections to one Redis per process; a request waits (up to REDIS_TIMEOUT) for one.
+REDIS_MAX_CONNECTIONS = 64
 
 
 @attrs.frozen
@@ -47,6 +51,7 @@ def _import_limits() -> Any:
         import limits
         import limits.aio.strategies
         import limits.storage
+        import limits.strategies
     except ImportError:  # pragma: no cover - the broker extra installs it
         raise ConfigurationError(
             "the token broker needs the `limits` package: pip install 'gemini-tokens[broker]'"
@@ -100,11 +105,36 @@ def storage_uri_for(uri: str) -> tuple[str, dict[str, Any]]:
             "socket_connect_timeout": REDIS_TIMEOUT,
             "socket_timeout": REDIS_TIMEOUT,
         }
+        if scheme in _POOLED:
+            options["connection_pool"] = _blocking_pool(uri.split("://", 1)[0], rest)
         return f"async+{scheme}://{rest}", options
     raise ConfigurationError(
         f"storage_uri: unknown scheme {scheme!r}; use 'memory://' (one process) or "
         "'redis://host:port/db' (many processes)"
     )
+
+
+def _blocking_pool(scheme: str, rest: str) -> Any:
+    """A pool that waits for a free connection, rather than redis-py's default one, which
+    fails ("Too many connections") once more requests are in flight than it has."""
+    try:
+        from redis.asyncio import BlockingConnectionPool
+    except ImportError:
+        raise ConfigurationError(
+            "storage_uri: Redis needs the `redis` package: pip install 'gemini-tokens[broker]'"
+        ) from None
+    scheme = scheme.lower().removeprefix("async+")
+    url = f"{'unix' if scheme == 'redis+unix' else scheme}://{rest}"
+    try:
+        return BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"storage_uri: {exc}") from None
 
 
 class Limiter:
@@ -126,10 +156,20 @@ class Limiter:
         storage_uri: str,
     ) -> None:
         limits = _import_limits()
+        self.strategy: Any = None
+        self.sync_strategy: Any = None
         self.caller_limits = parse_limits("rate_limits", rate_limits)
         self.global_limits = parse_limits("global_rate_limits", global_rate_limits)
         uri, options = storage_uri_for(storage_uri)
         self.kind = "memory" if uri.startswith("async+memory") else "redis"
+        if self.kind == "memory":
+            # limits' sync memory storage: its hits never wait, and it sweeps expired
+            # entries in a thread at most every 10 ms. (Its async twin starts a sweep of
+            # every key, one thread hop per key, on almost every hit: 200 us a request at
+            # 64 callers, growing with the number of callers.)
+            self.storage = limits.storage.MemoryStorage()
+            self.sync_strategy = limits.strategies.MovingWindowRateLimiter(self.storage)
+            return
         try:
             # Keep this reference: the strategy holds only a weak one to its storage.
             self.storage = limits.storage.storage_from_string(uri, **options)
@@ -179,13 +219,19 @@ class Limiter:
         if not items:
             return None
         ids = (_NAMESPACE, *identifiers)
-        if len(items) == 1:
+        if self.kind == "memory":
+            sync = self.sync_strategy
+            results = [sync.hit(item, *ids) for item in items]
+        elif len(items) == 1:
             results = [await self.strategy.hit(items[0], *ids)]
-        else:
+        else:  # all of them in one round trip
             results = await asyncio.gather(*(self.strategy.hit(item, *ids) for item in items))
         for item, ok in zip(items, results, strict=False):
             if not ok:
-                stats = await self.strategy.get_window_stats(item, *ids)
-                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                if self.kind == "memory":
+                    reset = self.sync_strategy.get_window_stats(item, *ids).reset_time
+                else:
+                    reset = (await self.strategy.get_window_stats(item, *ids)).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
                 return Limited(scope=scope, retry_after=wait, limit=str(item))
         return None
