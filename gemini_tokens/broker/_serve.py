@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -171,9 +172,13 @@ class _Readiness:
             return checks
 
     async def _storage(self) -> bool:
+        """Whether the limiter's storage answers (memory always does; Redis: a PING)."""
         storage = self._broker._limiter.storage
         try:
-            return bool(await asyncio.wait_for(storage.check(), UPSTREAM_PROBE_TIMEOUT))
+            result = storage.check()  # sync for the memory storage, async for Redis
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, UPSTREAM_PROBE_TIMEOUT)
+            return bool(result)
         except Exception:
             return False
 
