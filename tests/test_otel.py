@@ -399,3 +399,48 @@ def test_importing_the_library_does_not_import_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+IDLE = textwrap.dedent(
+    """
+    import asyncio, json
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from gemini_tokens import _instrumentation
+
+    before = _instrumentation.mint("m")
+    with _instrumentation.decision("POST", "/token") as d:
+        d.outcome("minted", "ok")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    after = _instrumentation.mint("m")
+    with _instrumentation.decision("POST", "/token") as outer:
+        with _instrumentation.decision("POST", "/token") as inner:  # the broker's own
+            inner.outcome("denied", "unauthenticated", status=401)
+        outer.outcome("denied", "unauthenticated", status=401)  # reported twice: once
+    print(json.dumps({
+        "before": type(before).__name__,
+        "after": type(after).__name__,
+        "spans": [s.name for s in exporter.get_finished_spans()],
+        "outcome": exporter.get_finished_spans()[0].attributes["gemini_tokens.outcome"],
+    }))
+    """
+)
+
+
+def test_nothing_is_done_until_the_application_sets_an_sdk() -> None:
+    """With the API but no SDK providers a span would record nothing: none is started."""
+    out = subprocess.run(
+        [sys.executable, "-c", IDLE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "before": "_NullMint",
+        "after": "MintObserver",
+        "spans": ["gemini_tokens.broker.decision"],  # one, though two hooks opened one
+        "outcome": "denied",
+    }
