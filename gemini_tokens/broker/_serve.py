@@ -35,7 +35,16 @@ from gemini_tokens.broker._settings import ServeSettings
 from gemini_tokens.broker._types import Caller, Denied
 from gemini_tokens.broker.aiohttp import add_routes
 
-__all__ = ["JsonLinesSink", "build_app", "build_broker", "run", "serve"]
+__all__ = [
+    "JsonFormatter",
+    "JsonLinesSink",
+    "build_app",
+    "build_broker",
+    "client_for",
+    "run",
+    "serve",
+    "setup_telemetry",
+]
 
 logger = logging.getLogger("gemini_tokens.serve")
 access_logger = logging.getLogger("gemini_tokens.serve.access")
@@ -111,6 +120,20 @@ def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]
     return observed, close
 
 
+def client_for(settings: ServeSettings) -> AsyncClient:
+    """The `AsyncClient` of ``[upstream]`` (the key from ``GEMINI_API_KEY``).
+
+    Raises:
+        ConfigurationError: no API key, or an unusable base URL.
+    """
+    options: dict[str, Any] = {}
+    if settings.timeout is not None:
+        options["timeout"] = settings.timeout
+    if settings.max_retries is not None:
+        options["max_retries"] = settings.max_retries
+    return AsyncClient(base_url=settings.base_url, **options)
+
+
 def build_broker(
     settings: ServeSettings, *, client: AsyncClient | None = None
 ) -> tuple[TokenBroker, Callable[[], None]]:
@@ -126,12 +149,7 @@ def build_broker(
         assert settings.authorizer is not None
         authorize = load_authorizer(settings.authorizer)
     if client is None:
-        options: dict[str, Any] = {}
-        if settings.timeout is not None:
-            options["timeout"] = settings.timeout
-        if settings.max_retries is not None:
-            options["max_retries"] = settings.max_retries
-        client = AsyncClient(base_url=settings.base_url, **options)
+        client = client_for(settings)
     audit, close_audit = _audit_sink(settings)
     broker = TokenBroker(
         authorize=authorize,
@@ -384,12 +402,7 @@ async def serve(
         ready: Called with the base URL once listening.
         stop: An event that stops the service (default: one set by SIGTERM and SIGINT).
     """
-    client_options: dict[str, Any] = {}
-    if settings.timeout is not None:
-        client_options["timeout"] = settings.timeout
-    if settings.max_retries is not None:
-        client_options["max_retries"] = settings.max_retries
-    client = AsyncClient(base_url=settings.base_url, **client_options)
+    client = client_for(settings)
     broker, close_audit = build_broker(settings, client=client)
     metrics_handler = _prometheus_handler() if settings.metrics else None
     app = build_app(settings, broker, client, metrics_handler=metrics_handler)
