@@ -27,6 +27,7 @@ values from small fixed sets (and the model name the application configured).
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -70,17 +71,37 @@ class _Instruments:
         self.context = context
         self.trace = trace
         self.metrics = metrics
-        # Until the application sets an SDK's providers, the API hands out these: nothing
+        # Until the application sets an SDK's providers, the API hands out proxies: nothing
         # would be recorded, so nothing is done (a span costs ~9 us even unrecorded).
-        self.idle_tracer_providers: tuple[type, ...] = (
-            trace.ProxyTracerProvider,
-            trace.NoOpTracerProvider,
-        )
-        # (The API's proxy meter provider has no public name; without it, only NoOp.)
-        proxy_meter: Any = getattr(getattr(metrics, "_internal", None), "_ProxyMeterProvider", None)
-        self.idle_meter_providers: tuple[type, ...] = (metrics.NoOpMeterProvider,) + (
+        # Checked on every call, cheaply: the API's own getters read the environment each
+        # time, so its globals are read directly where they exist (once set, they stay).
+        internal: Any = getattr(metrics, "_internal", None)
+        proxy_meter: Any = getattr(internal, "_ProxyMeterProvider", None)
+        idle_meters: tuple[type, ...] = (metrics.NoOpMeterProvider,) + (
             (proxy_meter,) if isinstance(proxy_meter, type) else ()
         )
+        idle_tracers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._providers: tuple[tuple[Callable[[], object], tuple[type, ...]], ...] = (
+            (
+                _provider_getter(
+                    trace,
+                    "_TRACER_PROVIDER",
+                    trace.get_tracer_provider,
+                    "OTEL_PYTHON_TRACER_PROVIDER",
+                ),
+                idle_tracers,
+            ),
+            (
+                _provider_getter(
+                    internal,
+                    "_METER_PROVIDER",
+                    metrics.get_meter_provider,
+                    "OTEL_PYTHON_METER_PROVIDER",
+                ),
+                idle_meters,
+            ),
+        )
+        self._active = False
         self.client_kind = SpanKind.CLIENT
         self.server_kind = SpanKind.SERVER
         self.error = StatusCode.ERROR
@@ -113,14 +134,29 @@ class _Instruments:
 
     def idle(self) -> bool:
         """Whether no SDK is set (neither a tracer nor a meter provider): nothing to record."""
-        return isinstance(
-            self.trace.get_tracer_provider(), self.idle_tracer_providers
-        ) and isinstance(self.metrics.get_meter_provider(), self.idle_meter_providers)
+        if self._active:
+            return False
+        for get, idle_types in self._providers:
+            provider = get()
+            if provider is not None and not isinstance(provider, idle_types):
+                self._active = True  # a provider, once set, cannot be unset
+                return False
+        return True
 
     def start(self, name: str, kind: Any, attributes: dict[str, Any]) -> tuple[Any, object]:
         """A started span, made current; and the token that `stop` detaches."""
         span = self.tracer.start_span(name, kind=kind, attributes=attributes)
         return span, self.context.attach(self.trace.set_span_in_context(span))
+
+
+def _provider_getter(
+    module: Any, name: str, public: Callable[[], object], variable: str
+) -> Callable[[], object]:
+    """A cheap reader of the API's global provider (None until set); the public getter when
+    the global is not there or the environment names a provider (the getter loads it)."""
+    if module is None or not hasattr(module, name) or variable in os.environ:
+        return public
+    return lambda: getattr(module, name)
 
 
 # None: not looked for yet; False: opentelemetry-api is not installed. Imported on first use,
@@ -390,21 +426,42 @@ _current_decision: contextvars.ContextVar[DecisionObserver | None] = contextvars
 
 
 def observe_audit_event(event: Any) -> None:
-    """Record a broker `AuditEvent` on the current decision span (if any) and in the metrics.
+    """Record a broker `AuditEvent`: on the current decision span, and in the metrics.
 
-    Wrap a broker's audit sink with it (``gemini-tokens serve`` does) so every decision is
-    counted by outcome and reason, and a ``limited`` one by scope.
+    `TokenBroker` calls it for every event it emits. Inside a `decision` span (as
+    ``gemini-tokens serve`` opens one per request, so that the mint span is its child) the
+    outcome goes on that span; otherwise a span of its own is recorded for the decision,
+    spanning its ``latency_ms``. Reported twice, a decision still counts once.
     """
+    instruments = _get()
+    if instruments is None or instruments.idle():
+        return
     reason = getattr(event, "reason", None)
     outcome = getattr(event, "outcome", "other")
+    status = getattr(event, "status", None)
     scope = None
     if outcome == "limited" and isinstance(reason, str) and reason.endswith("_limit"):
         scope = reason[: -len("_limit")]
     current = _current_decision.get()
     if current is not None:
-        current.outcome(outcome, reason, status=getattr(event, "status", None), limit_scope=scope)
-    else:
-        record_decision(outcome, reason, limit_scope=scope)
+        current.outcome(outcome, reason, status=status, limit_scope=scope)
+        return
+    latency = getattr(event, "latency_ms", 0.0)
+    now = time.time_ns()
+    span = instruments.tracer.start_span(
+        "gemini_tokens.broker.decision",
+        kind=instruments.server_kind,
+        start_time=now - int(max(0.0, latency) * 1_000_000),
+    )
+    if span.is_recording():
+        span.set_attribute("gemini_tokens.outcome", _outcome_value(outcome))
+        span.set_attribute("gemini_tokens.reason", _reason_value(reason))
+        if isinstance(status, int):
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(instruments.status(instruments.error))
+    span.end(end_time=now)
+    record_decision(outcome, reason, limit_scope=scope)
 
 
 def decision(

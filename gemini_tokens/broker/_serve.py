@@ -96,7 +96,8 @@ def _policy_source(settings: ServeSettings) -> PolicySource:
 
 
 def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]:
-    """The sink, wrapped to count each decision in the metrics, and its closer."""
+    """The audit sink, and its closer. (The broker itself reports each event to
+    OpenTelemetry.)"""
     sink: Callable[[AuditEvent], None]
     close: Callable[[], None] = lambda: None  # noqa: E731
     if settings.audit_sink == "jsonl":
@@ -113,11 +114,7 @@ def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]
     else:
         sink = log_audit_event
 
-    def observed(event: AuditEvent) -> None:
-        _instrumentation.observe_audit_event(event)
-        sink(event)
-
-    return observed, close
+    return sink, close
 
 
 def client_for(settings: ServeSettings) -> AsyncClient:
