@@ -22,9 +22,10 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def _declared_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name == "content-length":
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``, if it has a valid one."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
             try:
                 return int(value)
             except ValueError:
@@ -96,8 +97,7 @@ class ASGIApp:
             return
         if scope["type"] != "http":  # websocket: not ours
             return
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-        body, too_large = await read_body(receive, _declared_length(headers))
+        body, too_large = await read_body(receive, declared_length(scope))
         request = request_from_scope(scope, body, too_large, subpath_of(scope, self.broker.routes))
         response = await self.broker.handle(request)
         await send(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import http.cookies
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import attrs
 
 __all__ = ["MAX_BODY_BYTES", "BrokerRequest", "BrokerResponse", "Caller", "Denied", "Headers"]
+
+_T = TypeVar("_T")
 
 #: The largest request body the broker reads (16 KiB); a larger one is answered 413.
 MAX_BODY_BYTES = 16 * 1024
@@ -40,6 +42,17 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()][1]
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: _T) -> str | _T: ...
+
+    def get(self, name: str, default: object = None) -> object:
+        """The header's value, or ``default`` (quicker than `Mapping`'s own)."""
+        item = self._items.get(name.lower())
+        return default if item is None else item[1]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items

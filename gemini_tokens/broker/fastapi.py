@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
-from gemini_tokens.broker._asgi import read_body, request_from_scope
+from gemini_tokens.broker._asgi import declared_length, read_body, request_from_scope
 from gemini_tokens.broker._openapi import operation
 
 if TYPE_CHECKING:
@@ -41,17 +41,12 @@ def router(broker: TokenBroker, path: str = "/token", **options: Any) -> APIRout
     api = APIRouter(lifespan=lifespan, **options)
 
     async def token(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        body, too_large = await read_body(
-            request.receive, int(declared) if declared and declared.isdigit() else None
-        )
+        body, too_large = await read_body(request.receive, declared_length(request.scope))
         tail = request.path_params.get("subpath")
         subpath = "" if tail is None else "/" + str(tail)
         answer = await broker.handle(request_from_scope(request.scope, body, too_large, subpath))
-        response = Response(content=answer.body, status_code=answer.status)
-        for name, value in answer.headers:
-            response.headers.append(name, value)
-        return response
+        # The broker's header names are unique: a dict is the cheapest way in.
+        return Response(answer.body, answer.status, headers=dict(answer.headers))
 
     spec = operation(broker)
     api.add_api_route(
