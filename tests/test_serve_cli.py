@@ -106,3 +106,16 @@ def test_json_log_lines() -> None:
     except ValueError:
         record = logging.LogRecord("a", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
     assert "ValueError: boom" in json.loads(formatter.format(record))["exception"]
+
+
+def test_an_http_upstream_elsewhere_needs_allow_insecure_http(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(CONFIG + '\n[upstream]\nbase_url = "http://emulator.test:8765"\n')
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    assert "allow" in capsys.readouterr().err
+    config.write_text(
+        CONFIG
+        + '\n[upstream]\nbase_url = "http://emulator.test:8765"\nallow_insecure_http = true\n'
+    )
+    assert main(["serve", "--config", str(config), "--check"]) == 0

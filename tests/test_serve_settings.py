@@ -31,6 +31,7 @@ access_log = false
 [upstream]
 timeout = 5
 max_retries = 1
+allow_insecure_http = true
 
 [limits]
 per_caller = ["5/minute", "100/day"]
@@ -75,7 +76,7 @@ def test_a_complete_file_is_read() -> None:
     assert (s.host, s.port, s.path) == ("0.0.0.0", 9000, "/api/token")
     assert s.allowed_origins == ("https://app.example.test",)
     assert (s.shutdown_timeout, s.metrics, s.access_log) == (20.0, True, False)
-    assert (s.timeout, s.max_retries) == (5, 1)
+    assert (s.timeout, s.max_retries, s.allow_insecure_http) == (5, 1, True)
     assert s.rate_limits == ("5/minute", "100/day")
     assert s.global_rate_limits == ("600/minute",)
     assert (s.storage_uri, s.on_limiter_error) == ("redis://127.0.0.1:6379/0", "allow")

@@ -128,7 +128,9 @@ def client_for(settings: ServeSettings) -> AsyncClient:
         options["timeout"] = settings.timeout
     if settings.max_retries is not None:
         options["max_retries"] = settings.max_retries
-    return AsyncClient(base_url=settings.base_url, **options)
+    return AsyncClient(
+        base_url=settings.base_url, allow_insecure_http=settings.allow_insecure_http, **options
+    )
 
 
 def build_broker(

@@ -10,7 +10,7 @@ variable), the key and the rule. The API key is never read from the file: it com
 The sections (see docs/serve.md for a complete file)::
 
     [server]    host, port, path, allowed_origins, shutdown_timeout, metrics, access_log
-    [upstream]  base_url, timeout, max_retries
+    [upstream]  base_url, timeout, max_retries, allow_insecure_http
     [limits]    per_caller, global, storage, on_storage_error
     [audit]     sink ("log" or "jsonl"), path
     [auth]      authorizer ("module:function"), or a [jwt] section
@@ -50,7 +50,12 @@ _KEYS: dict[str, dict[str, str]] = {
         "metrics": "bool",
         "access_log": "bool",
     },
-    "upstream": {"base_url": "str", "timeout": "float", "max_retries": "int"},
+    "upstream": {
+        "base_url": "str",
+        "timeout": "float",
+        "max_retries": "int",
+        "allow_insecure_http": "bool",
+    },
     "limits": {"per_caller": "list", "global": "list", "storage": "str", "on_storage_error": "str"},
     "audit": {"sink": "str", "path": "str"},
     "auth": {"authorizer": "str"},
@@ -120,6 +125,8 @@ class ServeSettings:
         base_url: The token service (None: ``GEMINI_BASE_URL`` or Google's).
         timeout: Seconds per attempt to mint.
         max_retries: Retries of a failed mint.
+        allow_insecure_http: Allow an ``http://`` base URL to a non-loopback host (an
+            emulator in another container).
         rate_limits: Per caller.
         global_rate_limits: For all callers together.
         storage_uri: ``memory://`` or ``redis://...``.
@@ -145,6 +152,7 @@ class ServeSettings:
     base_url: str | None = None
     timeout: float | None = None
     max_retries: int | None = None
+    allow_insecure_http: bool = False
     rate_limits: tuple[str, ...] = ()
     global_rate_limits: tuple[str, ...] = ()
     storage_uri: str = "memory://"
@@ -368,6 +376,7 @@ def parse_settings(
     max_retries = upstream.get("max_retries", int)
     if max_retries is not None and max_retries < 0:
         raise upstream.error("max_retries", "must be an integer >= 0")
+    allow_insecure_http = upstream.get("allow_insecure_http", bool, False)
 
     limits = _Reader(source, "limits", data.get("limits"), frozenset(_KEYS["limits"]))
     on_error = limits.get("on_storage_error", str, "deny")
@@ -462,6 +471,7 @@ def parse_settings(
         base_url=base_url,
         timeout=timeout,
         max_retries=max_retries,
+        allow_insecure_http=allow_insecure_http,
         rate_limits=limits.strings("per_caller"),
         global_rate_limits=limits.strings("global"),
         storage_uri=limits.get("storage", str, "memory://"),
