@@ -106,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_cmd_create)
 
     _add_emulator_commands(commands)
+    from gemini_tokens.broker._serve_cli import add_serve_command  # `gemini-tokens serve`
+
+    add_serve_command(commands)
     return parser
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from gemini_tokens import _instrumentation
 from gemini_tokens._config import (
     DEFAULT_API_VERSION,
     MAX_RESPONSE_BYTES,
@@ -334,11 +335,16 @@ class AsyncClient:
             raise ValidationError("deadline", "must be a positive, finite number of seconds")
         body = body_for(request)
         data = body_bytes(body)
+        model = None if request.constraints is None else request.constraints.model
+        observer = _instrumentation.mint(model, request.uses)
         try:
-            # A partial, not a nested coroutine: one coroutine frame fewer on every await.
-            return await call_with_retries(
-                functools.partial(self._attempt, data, request, body), policy, deadline=deadline
-            )
+            with observer:  # OpenTelemetry's span and metrics; nothing without it
+                # A partial, not a nested coroutine: one coroutine frame fewer on every await.
+                return await call_with_retries(
+                    observer.wrap(functools.partial(self._attempt, data, request, body)),
+                    policy,
+                    deadline=deadline,
+                )
         except APIError as exc:
             # The one place that cuts the chain: an aiohttp or JSON error below may quote the
             # request (the API key) or the response (a token), and ``from None`` only hides

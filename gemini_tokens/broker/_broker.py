@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from gemini_tokens import _instrumentation
 from gemini_tokens._client import AsyncClient
 from gemini_tokens._errors import (
     APIConnectionError,
@@ -544,6 +545,7 @@ class TokenBroker:
             latency_ms=(time.perf_counter() - decision.started) * 1000,
             **fields,
         )
+        _instrumentation.observe_audit_event(event)  # OpenTelemetry, when installed
         try:
             if self._audit_async:
                 await self._audit(event)  # type: ignore[misc]
