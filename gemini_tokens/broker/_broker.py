@@ -41,8 +41,8 @@ from gemini_tokens._sync import Client
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
 from gemini_tokens.broker._body import BODY_KEYS, ParsedBody, parse_body
 from gemini_tokens.broker._cors import Origins
-from gemini_tokens.broker._http import Refusal, error_body, json_body
-from gemini_tokens.broker._limiter import Limiter, LimiterUnavailable
+from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
+from gemini_tokens.broker._limiter import Limiter
 from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
@@ -67,8 +67,6 @@ PolicySource = Policy | Callable[[Caller], Policy | Awaitable[Policy]]
 AuditSink = Callable[[AuditEvent], Awaitable[None] | None]
 Route = Callable[[BrokerRequest], Awaitable[BrokerResponse]]
 
-#: Seconds in ``Retry-After`` when the token service or the limiter is down.
-UNAVAILABLE_RETRY_AFTER = 5
 _GENERIC_500 = "the token broker failed; this is not your fault, try again later"
 _JSON_HEADERS = (
     ("Content-Type", "application/json"),
@@ -368,7 +366,7 @@ class TokenBroker:
             choices = check_choices(policy, body.config)
         except ValidationError as exc:
             raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
-        await self._check_limits(caller)
+        await self._limiter.enforce(caller.id, self._on_limiter_error)
         if renewal is None:
             return await self.mint(policy, choices)
         start = renewal.now().replace(microsecond=0)
@@ -422,34 +420,6 @@ class TokenBroker:
             )
             raise Refusal(500, "error", "policy_failed", _GENERIC_500)
         return policy
-
-    async def _check_limits(self, caller: Caller) -> None:
-        if not self._limiter.active:
-            return
-        try:
-            limited = await self._limiter.hit(caller.id)
-        except LimiterUnavailable as exc:
-            if self._on_limiter_error == "allow":
-                logger.warning("token broker: rate limit storage unreachable (%s); allowing", exc)
-                return
-            logger.error("token broker: rate limit storage unreachable (%s); refusing", exc)
-            raise Refusal(
-                503,
-                "limited",
-                "limiter_unavailable",
-                "the token service is unavailable; try again later",
-                retry_after=UNAVAILABLE_RETRY_AFTER,
-            ) from None
-        if limited is not None:
-            who = "you have" if limited.scope == "caller" else "everyone has"
-            raise Refusal(
-                429,
-                "limited",
-                f"{limited.scope}_limit",
-                f"too many tokens: {who} reached {limited.limit}; "
-                f"try again in {limited.retry_after}s",
-                retry_after=limited.retry_after,
-            )
 
     async def mint(
         self,

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["STATUS_NAMES", "Refusal", "error_body", "json_body"]
+__all__ = ["STATUS_NAMES", "UNAVAILABLE_RETRY_AFTER", "Refusal", "error_body", "json_body"]
+
+#: Seconds in ``Retry-After`` when the token service or the limiter's storage is down.
+UNAVAILABLE_RETRY_AFTER = 5
 
 #: The ``status`` names of the broker's error answers (google.rpc.Code where one fits).
 STATUS_NAMES = {

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal
 
 __all__ = ["Limited", "Limiter", "LimiterUnavailable", "parse_limits", "storage_uri_for"]
 
@@ -206,14 +207,22 @@ class Limiter:
         except Exception as exc:  # closing must not fail a shutdown
             logger.debug("token broker: closing the limiter's storage failed: %r", exc)
 
-    async def hit(self, caller_id: str) -> Limited | None:
+    async def hit(
+        self, caller_id: str, limits: Sequence[Any] | None = None, key: str = "caller"
+    ) -> Limited | None:
         """Count one request for ``caller_id``; the limit hit, or None if within all.
+
+        Args:
+            caller_id: Whom to count it for.
+            limits: The per-caller limits to count against (default: ``rate_limits``).
+            key: The per-caller counters' key (renewals count under ``"renewal"``).
 
         Raises:
             LimiterUnavailable: the storage failed (unreachable, timed out).
         """
+        per_caller = self.caller_limits if limits is None else limits
         try:
-            limited = await self._hit_all(self.caller_limits, ("caller", caller_id), "caller")
+            limited = await self._hit_all(per_caller, (key, caller_id), "caller")
             if limited is None:
                 limited = await self._hit_all(self.global_limits, ("global",), "global")
         except asyncio.CancelledError:
@@ -221,6 +230,57 @@ class Limiter:
         except Exception as exc:
             raise LimiterUnavailable(type(exc).__name__) from None
         return limited
+
+    async def enforce(
+        self,
+        caller_id: str,
+        on_limiter_error: str,
+        limits: Sequence[Any] | None = None,
+        key: str = "caller",
+        what: str = "tokens",
+    ) -> None:
+        """`hit`, as the broker answers it: nothing within the limits, else a `Refusal`.
+
+        Args:
+            caller_id: Whom to count it for.
+            on_limiter_error: ``"allow"`` to let the request through when the storage is
+                down (with a warning), ``"deny"`` to refuse it.
+            limits: The per-caller limits (default: ``rate_limits``).
+            key: The per-caller counters' key; a hit on them is the reason ``<key>_limit``.
+            what: What the per-caller limits count, for the caller's message.
+
+        Raises:
+            Refusal: 429 (a limit, reason ``<key>_limit`` or ``global_limit``) or 503 (the
+                storage down, failing closed).
+        """
+        per_caller = self.caller_limits if limits is None else limits
+        if not per_caller and not self.global_limits:
+            return
+        try:
+            limited = await self.hit(caller_id, per_caller, key)
+        except LimiterUnavailable as exc:
+            if on_limiter_error == "allow":
+                logger.warning("token broker: rate limit storage unreachable (%s); allowing", exc)
+                return
+            logger.error("token broker: rate limit storage unreachable (%s); refusing", exc)
+            raise Refusal(
+                503,
+                "limited",
+                "limiter_unavailable",
+                "the token service is unavailable; try again later",
+                retry_after=UNAVAILABLE_RETRY_AFTER,
+            ) from None
+        if limited is None:
+            return
+        mine = limited.scope == "caller"
+        raise Refusal(
+            429,
+            "limited",
+            f"{key}_limit" if mine else "global_limit",
+            f"too many {what if mine else 'tokens'}: {'you have' if mine else 'everyone has'} "
+            f"reached {limited.limit}; try again in {limited.retry_after}s",
+            retry_after=limited.retry_after,
+        )
 
     async def _hit_all(
         self, items: Sequence[Any], identifiers: tuple[str, ...], scope: str

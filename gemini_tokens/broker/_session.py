@@ -14,14 +14,12 @@ The secret and the session values are never logged, audited or shown in a repr.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
 import hashlib
 import hmac
 import json
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,13 +28,12 @@ import attrs
 
 from gemini_tokens._errors import ConfigurationError
 from gemini_tokens.broker._http import Refusal
-from gemini_tokens.broker._limiter import Limited, Limiter, LimiterUnavailable, parse_limits
+from gemini_tokens.broker._limiter import Limiter, parse_limits
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._types import Caller
 
 __all__ = ["MIN_SECRET_BYTES", "SECRET_ENV", "Conversation", "Renewal"]
 
-logger = logging.getLogger("gemini_tokens.broker")
 
 #: The environment variable the broker reads its session secret from.
 SECRET_ENV = "GEMINI_TOKENS_BROKER_SECRET"
@@ -47,8 +44,6 @@ MIN_LEFT_SECONDS = 5
 _VERSION = "v1"
 _DOMAIN = b"gemini-tokens broker session v1\x00"
 _CALLER_DOMAIN = b"gemini-tokens broker caller v1\x00"
-#: Seconds in ``Retry-After`` when the limiter's storage is down (as the broker's own).
-_UNAVAILABLE_RETRY_AFTER = 5
 
 
 def _utcnow() -> dt.datetime:
@@ -250,47 +245,12 @@ class Renewal:
             "new_session_expire_time": new_session,
         }
 
-    async def _hit(self, caller_id: str) -> Limited | None:
-        # Renewals are counted under their own key, apart from the caller's mint limits.
-        limiter = self._limiter
-        try:
-            limited = await limiter._hit_all(self.limits, ("renewal", caller_id), "caller")
-            if limited is None:
-                limited = await limiter._hit_all(limiter.global_limits, ("global",), "global")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise LimiterUnavailable(type(exc).__name__) from None
-        return limited
-
     async def hit(self, caller: Caller, on_limiter_error: str) -> None:
         """Count one renewal for ``caller``: its renewal limits, then the global ones.
 
         Raises:
             Refusal: 429 (a limit) or 503 (the limiter's storage down, failing closed).
         """
-        try:
-            limited = await self._hit(caller.id)
-        except LimiterUnavailable as exc:
-            if on_limiter_error == "allow":
-                logger.warning("token broker: rate limit storage unreachable (%s); allowing", exc)
-                return
-            logger.error("token broker: rate limit storage unreachable (%s); refusing", exc)
-            raise Refusal(
-                503,
-                "limited",
-                "limiter_unavailable",
-                "the token service is unavailable; try again later",
-                retry_after=_UNAVAILABLE_RETRY_AFTER,
-            ) from None
-        if limited is not None:
-            who = "you have" if limited.scope == "caller" else "everyone has"
-            what = "renewals" if limited.scope == "caller" else "tokens"
-            raise Refusal(
-                429,
-                "limited",
-                "renewal_limit" if limited.scope == "caller" else "global_limit",
-                f"too many {what}: {who} reached {limited.limit}; "
-                f"try again in {limited.retry_after}s",
-                retry_after=limited.retry_after,
-            )
+        await self._limiter.enforce(
+            caller.id, on_limiter_error, self.limits, key="renewal", what="renewals"
+        )
