@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
@@ -66,6 +66,7 @@ Authorize = Callable[[BrokerRequest], Caller | Awaitable[Caller]]
 PolicySource = Policy | Callable[[Caller], Policy | Awaitable[Policy]]
 AuditSink = Callable[[AuditEvent], Awaitable[None] | None]
 Route = Callable[[BrokerRequest], Awaitable[BrokerResponse]]
+_T = TypeVar("_T")
 
 _GENERIC_500 = "the token broker failed; this is not your fault, try again later"
 _JSON_HEADERS = (
@@ -84,6 +85,35 @@ def _is_async(fn: Any) -> bool:
 def _server_time() -> str:
     now = dt.datetime.now(dt.timezone.utc)
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _call_hook(
+    hook: Callable[..., Any], args: tuple[Any, ...], returns: type[_T], step: str, name: str
+) -> _T:
+    """``hook(*args)``, awaited if need be, as a ``returns``; a `Refusal` for ``step`` if not.
+
+    `Denied` becomes its 401 or 403; anything else raised or returned is the server's
+    fault: logged, and a 500 whose reason is ``<step>_failed``.
+    """
+    try:
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            result = await result
+    except Denied as denied:
+        reason = "unauthenticated" if denied.status == 401 else "forbidden"
+        raise Refusal(denied.status, "denied", reason, denied.message) from None
+    except Exception:
+        logger.exception("token broker: %s raised", name)
+        raise Refusal(500, "error", f"{step}_failed", _GENERIC_500) from None
+    if not isinstance(result, returns):
+        logger.error(
+            "token broker: %s returned %s, not a %s (raise Denied to refuse)",
+            name,
+            type(result).__name__,
+            returns.__name__,
+        )
+        raise Refusal(500, "error", f"{step}_failed", _GENERIC_500)
+    return result
 
 
 @attrs.define
@@ -161,7 +191,6 @@ class TokenBroker:
         self._authorize = authorize
         self._authorize_async = _is_async(authorize)
         self._policy = policy
-        self._policy_async = not isinstance(policy, Policy) and _is_async(policy)
         self._audit: AuditSink = audit if audit is not None else log_audit_event
         self._audit_async = _is_async(self._audit)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
@@ -378,48 +407,18 @@ class TokenBroker:
         return parse_body(request, self.body_keys)
 
     async def _call_authorize(self, request: BrokerRequest) -> Caller:
-        try:
-            if self._authorize_async:
-                caller = await self._authorize(request)  # type: ignore[misc]
-            else:
-                caller = await asyncio.to_thread(self._authorize, request)
-                if inspect.isawaitable(caller):
-                    caller = await caller
-        except Denied as denied:
-            reason = "unauthenticated" if denied.status == 401 else "forbidden"
-            raise Refusal(denied.status, "denied", reason, denied.message) from None
-        except Exception:
-            logger.exception("token broker: the authorize hook raised")
-            raise Refusal(500, "error", "authorize_failed", _GENERIC_500) from None
-        if not isinstance(caller, Caller):
-            logger.error(
-                "token broker: authorize returned %s, not a Caller (raise Denied to refuse)",
-                type(caller).__name__,
+        call = self._authorize
+        if not self._authorize_async:  # a sync hook may block (a database): off the loop
+            return await _call_hook(
+                asyncio.to_thread, (call, request), Caller, "authorize", "the authorize hook"
             )
-            raise Refusal(500, "error", "authorize_failed", _GENERIC_500)
-        return caller
+        return await _call_hook(call, (request,), Caller, "authorize", "the authorize hook")
 
     async def _resolve_policy(self, caller: Caller) -> Policy:
         source = self._policy
         if isinstance(source, Policy):
             return source
-        try:
-            policy = source(caller)
-            if inspect.isawaitable(policy):
-                policy = await policy
-        except Denied as denied:
-            reason = "unauthenticated" if denied.status == 401 else "forbidden"
-            raise Refusal(denied.status, "denied", reason, denied.message) from None
-        except Exception:
-            logger.exception("token broker: the policy function raised")
-            raise Refusal(500, "error", "policy_failed", _GENERIC_500) from None
-        if not isinstance(policy, Policy):
-            logger.error(
-                "token broker: the policy function returned %s, not a Policy",
-                type(policy).__name__,
-            )
-            raise Refusal(500, "error", "policy_failed", _GENERIC_500)
-        return policy
+        return await _call_hook(source, (caller,), Policy, "policy", "the policy function")
 
     async def mint(
         self,
