@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,39 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gemini_tokens.testing import Emulator
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from .spawn import CELERY_WORKER, ROOT, env_for, free_port, run_python, start, stop, wait_http
+
 AUTH = {"Authorization": "Bearer demo-user-token"}
-
-
-def _env_for(emu: Emulator, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
-    env.update(GEMINI_API_KEY=emu.api_key, GEMINI_BASE_URL=emu.base_url, **extra)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # the server answers
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def _post(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
@@ -159,23 +126,19 @@ def test_fastapi_app(gemini_emulator_sync: Emulator) -> None:
 def test_fastapi_app_runs_from_another_directory(tmp_path: pathlib.Path) -> None:
     """``python path/to/fastapi_app.py`` works outside the repository (the emulator too)."""
     with Emulator.running() as emu:
-        port = _free_port()
-        env = _env_for(emu)
+        port = free_port()
+        env = env_for(emu)
         env.pop("PYTHONPATH")  # the installed package only, not the checkout's examples/
-        server = subprocess.Popen(
+        server = start(
             [sys.executable, str(ROOT / "examples" / "fastapi_app.py"), "--port", str(port)],
+            env,
             cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         )
         try:
-            _wait_http(f"http://127.0.0.1:{port}/docs")
+            wait_http(f"http://127.0.0.1:{port}/docs", server)
             status, headers, body = _post(f"http://127.0.0.1:{port}/token", AUTH)
         finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=30)
+            output = stop(server, timeout=30)
         assert status == 200, output
         assert {k.lower(): v for k, v in headers.items()}["cache-control"] == "no-store"
         assert body["liveUrl"].startswith(emu.base_url.replace("http", "ws"))
@@ -212,26 +175,21 @@ def test_flask_app_in_process(gemini_emulator_sync: Emulator) -> None:
 @pytest.mark.slow
 def test_flask_app_under_gunicorn_preload() -> None:
     """Real prefork: the broker is built in the master, used in two forked workers."""
-    pytest.importorskip("gunicorn")
+    pytest.importorskip("gunicorn", reason="needs gunicorn: pip install -e '.[test]'")
     with Emulator.running() as emu:
-        port = _free_port()
-        server = subprocess.Popen(
+        port = free_port()
+        server = start(
             [
                 sys.executable, "-m", "gunicorn", "--preload", "-w", "2",
                 "-b", f"127.0.0.1:{port}", "examples.flask_app:app",
             ],
-            cwd=ROOT,
-            env=_env_for(emu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            env_for(emu),
         )  # fmt: skip
         try:
-            _wait_http(f"http://127.0.0.1:{port}/")
+            wait_http(f"http://127.0.0.1:{port}/", server)
             results = [_post(f"http://127.0.0.1:{port}/token", AUTH) for _ in range(8)]
         finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=30)
+            output = stop(server, timeout=30)
         assert [status for status, _, _ in results] == [200] * 8, output
         names = {body["name"] for _, _, body in results}
         assert len(names) == 8
@@ -278,21 +236,10 @@ def test_django_app(gemini_emulator_sync: Emulator) -> None:
 
 @pytest.mark.slow
 def test_celery_task_under_prefork(tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("celery")
+    pytest.importorskip("celery", reason="needs celery: pip install -e '.[test]'")
     with Emulator.running() as emu:
-        env = _env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker",
-                "-P", "prefork", "-c", "2", "-l", "warning",
-                "--without-heartbeat", "--without-mingle", "--without-gossip",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+        env = env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
+        worker = start([*CELERY_WORKER, "-c", "2"], env)
         script = (
             "import json\n"
             "from examples.celery_app import mint_token\n"
@@ -300,17 +247,9 @@ def test_celery_task_under_prefork(tmp_path: pathlib.Path) -> None:
             "print(json.dumps([r.get(timeout=60) for r in results]))\n"
         )
         try:
-            client = subprocess.run(
-                [sys.executable, "-c", script],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            client = run_python(script, env)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=60)
+            output = stop(worker)
         assert client.returncode == 0, client.stderr + output
         minted = json.loads(client.stdout)
         assert [m["user"] for m in minted] == [f"user{i}" for i in range(8)]
@@ -327,7 +266,7 @@ def test_celery_task_under_prefork(tmp_path: pathlib.Path) -> None:
 def test_plain_script(gemini_emulator_sync: Emulator) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "plain_script.py")],
-        env=_env_for(gemini_emulator_sync),
+        env=env_for(gemini_emulator_sync),
         capture_output=True,
         text=True,
         timeout=60,
@@ -356,22 +295,18 @@ def test_django_app_under_gunicorn() -> None:
     import http.cookiejar
     import urllib.request
 
-    pytest.importorskip("gunicorn")
+    pytest.importorskip("gunicorn", reason="needs gunicorn: pip install -e '.[test]'")
     with Emulator.running() as emu:
-        port = _free_port()
-        server = subprocess.Popen(
+        port = free_port()
+        server = start(
             [
                 sys.executable, "-m", "gunicorn", "-w", "2",
                 "-b", f"127.0.0.1:{port}", "examples.django_app:application",
             ],
-            cwd=ROOT,
-            env=_env_for(emu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            env_for(emu),
         )  # fmt: skip
         try:
-            _wait_http(f"http://127.0.0.1:{port}/")
+            wait_http(f"http://127.0.0.1:{port}/", server)
             anonymous = _post(f"http://127.0.0.1:{port}/token")
             jar = http.cookiejar.CookieJar()
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -383,8 +318,7 @@ def test_django_app_under_gunicorn() -> None:
             with opener.open(request, timeout=30) as response:
                 status, body = response.status, json.loads(response.read())
         finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=30)
+            output = stop(server, timeout=30)
         assert anonymous[0] == 401, output
         assert status == 200, output
         assert emu.token(body["name"]) is not None

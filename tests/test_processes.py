@@ -7,12 +7,9 @@ import json
 import multiprocessing
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -23,25 +20,10 @@ from gemini_tokens.testing import Emulator
 
 from .apps import workers
 from .conftest import API_KEY, RecordingServer
+from .spawn import CELERY_WORKER, env_for, free_port, run_python, start, stop, wait_http
 from .test_sync import _run_in_fork
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-
-
-def _env_for(emu: Emulator, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
-    env.update(GEMINI_API_KEY=emu.api_key, GEMINI_BASE_URL=emu.base_url, **extra)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -50,21 +32,6 @@ def _get_json(url: str) -> tuple[int, dict[str, object]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def _wait_http(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {process.communicate()[0]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 # --- os.fork() after a mint, then a call from a new thread in the child ----------------------
@@ -147,26 +114,21 @@ def test_wsgi_app_under_gunicorn_gthread_preload() -> None:
     pytest.importorskip("gunicorn", reason="needs gunicorn: pip install -e '.[test]'")
     requests = 24
     with Emulator.running() as emu:
-        port = _free_port()
-        server = subprocess.Popen(
+        port = free_port()
+        server = start(
             [
                 sys.executable, "-m", "gunicorn", "--preload", "-k", "gthread", "--threads", "4",
                 "-w", "2", "-b", f"127.0.0.1:{port}", "tests.apps.wsgi_app:app",
             ],
-            cwd=ROOT,
-            env=_env_for(emu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            env_for(emu),
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}/"
-            _wait_http(f"{url}health", server)
+            wait_http(f"{url}health", server)
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(lambda _: _get_json(url), range(requests)))
         finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=30)
+            output = stop(server, timeout=30)
         assert [status for status, _ in results] == [200] * requests, (results[:2], output)
         bodies = [body for _, body in results]
         assert len({b["name"] for b in bodies}) == requests
@@ -214,19 +176,8 @@ def test_celery_recipe_hands_the_caller_a_typed_rate_limit_error(tmp_path: pathl
     caller's ``result.get()`` raises RateLimitError with ``retry_after``."""
     pytest.importorskip("celery", reason="needs celery: pip install -e '.[test]'")
     with Emulator.running() as emu:
-        env = _env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker",
-                "-P", "prefork", "-c", "1", "-l", "warning",
-                "--without-heartbeat", "--without-mingle", "--without-gossip",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+        env = env_for(emu, TOKEN_QUEUE_DIR=str(tmp_path))
+        worker = start([*CELERY_WORKER, "-c", "1"], env)
         emu.fail_next(status=429, retry_after=45)
         script = (
             "import json\n"
@@ -240,17 +191,9 @@ def test_celery_recipe_hands_the_caller_a_typed_rate_limit_error(tmp_path: pathl
             "print(json.dumps(mint_token.delay('user2').get(timeout=60)['user']))\n"
         )
         try:
-            caller = subprocess.run(
-                [sys.executable, "-c", script],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            caller = run_python(script, env)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=60)
+            output = stop(worker)
     assert caller.returncode == 0, caller.stderr + output
     error, user = (json.loads(line) for line in caller.stdout.splitlines())
     assert error["type"] == "RateLimitError"
