@@ -17,12 +17,8 @@ import pytest
 from gemini_tokens.broker import AuditEvent, TokenBroker
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import authorize, policy, post
-from tests.broker.redis_server import (
-    Monitor,
-    free_port,
-    needs_redis,
-    redis_server,
-)
+from tests.broker.redis_server import Monitor, needs_redis, redis_server
+from tests.spawn import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +24,7 @@ import pytest
 
 from gemini_tokens.testing import Emulator
 
+from .broker.redis_server import NEEDS_REDIS, REDIS_SERVER, redis_server
 from .jwks_server import (  # noqa: F401  (fixtures)
     AUDIENCE,
     ISSUER,
@@ -35,18 +34,13 @@ from .jwks_server import (  # noqa: F401  (fixtures)
     idp_fixture,
     jwks_fixture,
 )
+from .spawn import free_port
 
 pytestmark = pytest.mark.slow
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 START_TIMEOUT = 30.0
 MIN_REFRESH = 2  # jwks_min_refresh_seconds in these tests (a minute by default)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(
@@ -293,27 +287,10 @@ async def test_a_rotated_jwks_is_picked_up_and_refreshes_stay_rare(
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("needs redis-server: apt-get install redis-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    if REDIS_SERVER is None:
+        pytest.skip(NEEDS_REDIS)
+    with redis_server() as uri:
+        yield uri
 
 
 async def test_limits_are_shared_by_two_serve_processes(

@@ -1,4 +1,5 @@
-"""A throwaway redis-server on a free 127.0.0.1 port, for the tests that need one."""
+"""A throwaway redis-server on a free 127.0.0.1 port: the one starter for every test that
+needs a Redis (skip those with `needs_redis`, or `NEEDS_REDIS` as the reason)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.spawn import free_port
+
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
 if REDIS_SERVER is None and os.path.exists("/usr/bin/redis-server"):
     REDIS_SERVER = "/usr/bin/redis-server"
 
-needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="needs redis-server: apt-get install redis-server (.ci/run installs it)",
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+NEEDS_REDIS = "needs redis-server: apt-get install redis-server (.ci/run installs it)"
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason=NEEDS_REDIS)
 
 
 def _ping(port: int) -> bool:
