@@ -71,7 +71,10 @@ NO_CHROMIUM = (
     "(.ci/run does) or set CHROMIUM=/path/to/chromium"
 )
 NO_NODE = "needs Node.js (apt-get install nodejs npm)"
-NO_MODULES = "needs `npm ci` in the checkout (node_modules/ with @google/genai and esbuild)"
+NO_MODULES = (
+    "needs @google/genai and esbuild in node_modules/: apt-get install nodejs npm, "
+    "then `npm ci` in the checkout"
+)
 
 pytestmark = [pytest.mark.browser]
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
@@ -97,7 +100,9 @@ async def app_url(gemini_emulator: Emulator) -> AsyncIterator[str]:
 async def test_browser_connects_replies_and_is_refused_a_second_time(
     app_url: str, gemini_emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:
-    playwright_api = pytest.importorskip("playwright.async_api")
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="needs playwright: pip install -e '.[test]'"
+    )
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -15,7 +15,7 @@ import pytest
 
 from gemini_tokens.testing import Emulator
 
-genai = pytest.importorskip("google.genai")
+genai = pytest.importorskip("google.genai", reason="needs google-genai: pip install -e '.[test]'")
 from google.genai import errors  # noqa: E402
 
 pytestmark = [

@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="needs opentelemetry-sdk: pip install -e '.[test]'")
+
 from opentelemetry.trace import SpanKind, StatusCode
 
 import gemini_tokens

@@ -475,7 +475,10 @@ class OTLPRecorder:
 async def test_otlp_export_and_prometheus_metrics(
     start: Any, jwks: JWKSServer, idp: IdentityProvider, emulator: Emulator, http: Any
 ) -> None:
-    pytest.importorskip("opentelemetry.proto", reason="needs pip install -e '.[test]'")
+    pytest.importorskip(
+        "opentelemetry.proto",
+        reason="needs opentelemetry-exporter-otlp-proto-http: pip install -e '.[test]'",
+    )
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
     )
