@@ -6,8 +6,9 @@ absolute-form requests (``POST http://host:port/path``, how they reach http://).
 (``gemini.invalid``: no resolver knows it). Anything else that is not loopback is refused
 with 502: tests never leave the machine.
 
-It runs on its own event loop in its own thread, like `fault_server.FaultServer`, so the
-async client (on the test's loop) and the sync facade (on its private loop) both reach it.
+It is a `loop_server.StreamServer`, like `fault_server.FaultServer`: its own event loop in its
+own thread, so the async client (on the test's loop) and the sync facade (on its private loop)
+both reach it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import base64
 import contextlib
 import ipaddress
 import socket
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+from .loop_server import StreamServer
 
 __all__ = ["ConnectProxy", "MapResolver", "ProxyRequest", "basic"]
 
@@ -42,7 +44,7 @@ class ProxyRequest:
     proxy_authorization: str | None
 
 
-class ConnectProxy:
+class ConnectProxy(StreamServer):
     """The proxy. Use as a context manager, or `start` and `stop` it.
 
     Args:
@@ -58,15 +60,11 @@ class ConnectProxy:
     def __init__(
         self, hosts: Mapping[str, str] | None = None, *, require_auth: str | None = None
     ) -> None:
+        super().__init__("proxy")
         self.hosts = dict(hosts or {})
         self.require_auth = require_auth
         self.requests: list[ProxyRequest] = []
         self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="proxy", daemon=True)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -83,39 +81,11 @@ class ConnectProxy:
         """The URLs of the forwarded (absolute-form) requests."""
         return [r.target for r in self.requests if r.method != "CONNECT"]
 
-    def start(self) -> ConnectProxy:
-        """Start listening on a free port of 127.0.0.1."""
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        """Hang up on every connection, stop listening, and join the thread."""
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def __enter__(self) -> ConnectProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- on the proxy's loop -------------------------------------------------------------------
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def _stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        await self._server.wait_closed()
 
     def _address(self, host: str) -> str | None:
         if host in self.hosts:
@@ -126,18 +96,11 @@ class ConnectProxy:
         return "127.0.0.1" if host == "localhost" else None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._handle(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
+        async with self._connection(writer):
+            with contextlib.suppress(
+                ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
+            ):
+                await self._handle(reader, writer)
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 

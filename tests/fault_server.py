@@ -39,6 +39,8 @@ import pytest
 from gemini_tokens import RetryPolicy, Timeout
 from gemini_tokens.testing._emulator import status_body  # the service's error body shape
 
+from .loop_server import StreamServer
+
 __all__ = [
     "ALL_FAULTS",
     "Action",
@@ -340,7 +342,7 @@ ALL_FAULTS: dict[str, Callable[[], Action]] = {
 }
 
 
-class FaultServer:
+class FaultServer(StreamServer):
     """The fault-injection server. Use as a context manager, or `start` and `stop` it.
 
     Attributes:
@@ -361,6 +363,7 @@ class FaultServer:
     """
 
     def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__("fault-server")
         self._tls = tls
         self.default: Action = token()
         self.handler: Callable[[Received], Action] | None = None
@@ -375,13 +378,6 @@ class FaultServer:
         self.base_url = ""
         self._queue: list[Action] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="fault-server", daemon=True
-        )
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
 
     def __repr__(self) -> str:
         return f"FaultServer({self.base_url!r}, attempts={self.attempts})"
@@ -402,25 +398,6 @@ class FaultServer:
         """Answer the next requests with ``actions``, in order (then `default`)."""
         with self._lock:
             self._queue.extend(actions)
-
-    def start(self) -> FaultServer:
-        """Start listening on a free port of 127.0.0.1."""
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        """Abort every connection, stop listening, and join the thread."""
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def wait_until_idle(self, timeout: float = 5.0) -> bool:
         """Block until no connection is open (the client closed them all), or time runs out."""
@@ -444,18 +421,6 @@ class FaultServer:
         port = self._server.sockets[0].getsockname()[1]
         self.base_url = f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
 
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        # Hang up on every client rather than cancelling handlers: each one then ends by
-        # itself (a cancelled connection handler makes asyncio log an error).
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        if self._server is not None:
-            await self._server.wait_closed()
-
     def _next_action(self, request: Received) -> Action:
         if self.handler is not None:
             return self.handler(request)
@@ -465,31 +430,23 @@ class FaultServer:
         return self.default
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
         self.connections_opened += 1
         self.connections_open += 1
         self.max_connections_open = max(self.max_connections_open, self.connections_open)
         connection = self.connections_opened
-        try:
-            keep_alive = True
-            while keep_alive:
-                request = await self._read_request(reader, connection)
-                if request is None:
-                    break
-                action = self._next_action(request)
-                keep_alive = await action(Exchange(request, reader, writer, self))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.connections_open -= 1
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+        async with self._connection(writer):
+            try:
+                keep_alive = True
+                while keep_alive:
+                    request = await self._read_request(reader, connection)
+                    if request is None:
+                        break
+                    action = self._next_action(request)
+                    keep_alive = await action(Exchange(request, reader, writer, self))
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.connections_open -= 1
 
     async def _read_request(self, reader: asyncio.StreamReader, connection: int) -> Received | None:
         try:

@@ -8,13 +8,11 @@ the keys it holds. `rotate` replaces the published keys; `requests` counts the f
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +22,8 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .loop_server import LoopServer
 
 __all__ = [
     "AUDIENCE",
@@ -113,15 +113,14 @@ class IdentityProvider:
         return f"{header}.{payload}.{_b64(mac)}"
 
 
-class JWKSServer:
+class JWKSServer(LoopServer):
     """Serves ``{"keys": [...]}`` at ``url`` on 127.0.0.1 from its own thread."""
 
     def __init__(self, *keys: SigningKey) -> None:
+        super().__init__("jwks-server")
         self.keys = list(keys)
         self.requests = 0
         self.fail = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -145,17 +144,9 @@ class JWKSServer:
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
 
-    def start(self) -> JWKSServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+            await self._runner.cleanup()
 
 
 @pytest.fixture(name="idp")
