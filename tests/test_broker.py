@@ -22,34 +22,20 @@ from gemini_tokens.broker import (
     TokenBroker,
 )
 from gemini_tokens.testing import Emulator
-from tests.broker.helpers import MODEL, ORIGIN, authorize, policy, post
-
-
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Any:
-    gemini_tokens.set_testing(True)
-    yield
-    gemini_tokens.set_testing(False)
-
-
-_MADE: list[TokenBroker] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_brokers() -> Any:
-    yield
-    while _MADE:
-        await _MADE.pop().aclose()
+from tests.broker.helpers import (
+    MODEL,
+    ORIGIN,
+    authorize,
+    close_brokers,  # noqa: F401  (autouse fixtures)
+    fast_retries,  # noqa: F401
+    make_broker,
+    policy,
+    post,
+)
 
 
 def make(emu: Emulator, **options: Any) -> TokenBroker:
-    options.setdefault("authorize", authorize)
-    options.setdefault("policy", policy())
-    options.setdefault("allowed_origins", [ORIGIN])
-    options.setdefault("audit", lambda event: None)
-    broker = TokenBroker(**options)
-    _MADE.append(broker)
-    return broker
+    return make_broker(**options)
 
 
 def error_of(response: Any) -> dict[str, Any]:

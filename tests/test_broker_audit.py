@@ -7,21 +7,18 @@ import hashlib
 import json
 import logging
 import random
-from typing import Any
 
 import pytest
 
-import gemini_tokens
 from gemini_tokens.broker import AuditEvent, BrokerRequest, TokenBroker, token_id
 from gemini_tokens.testing import Emulator
-from tests.broker.helpers import ORIGIN, authorize, policy, post
-
-
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Any:
-    gemini_tokens.set_testing(True)
-    yield
-    gemini_tokens.set_testing(False)
+from tests.broker.helpers import (
+    ORIGIN,
+    authorize,
+    fast_retries,  # noqa: F401  (autouse fixtures)
+    policy,
+    post,
+)
 
 
 async def test_fifty_mixed_requests_make_exactly_fifty_clean_events(

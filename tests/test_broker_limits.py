@@ -16,7 +16,11 @@ import pytest
 
 from gemini_tokens.broker import AuditEvent, TokenBroker
 from gemini_tokens.testing import Emulator
-from tests.broker.helpers import authorize, policy, post
+from tests.broker.helpers import (
+    close_brokers,  # noqa: F401  (an autouse fixture)
+    make_broker,
+    post,
+)
 from tests.broker.redis_server import Monitor, needs_redis, redis_server
 from tests.spawn import free_port
 
@@ -24,10 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def make(**options: Any) -> TokenBroker:
-    options.setdefault("authorize", authorize)
-    options.setdefault("policy", policy())
-    options.setdefault("audit", lambda event: None)
-    return TokenBroker(**options)
+    return make_broker(**options)
 
 
 async def test_a_caller_limit_counts_only_valid_requests(gemini_emulator: Emulator) -> None:

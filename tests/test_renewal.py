@@ -18,7 +18,15 @@ from aiohttp.test_utils import TestClient, TestServer
 import gemini_tokens
 from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, TokenBroker, _session
 from gemini_tokens.testing import Emulator
-from tests.broker.helpers import ORIGIN, authorize, policy, post
+from tests.broker.helpers import (
+    ORIGIN,
+    authorize,
+    close_brokers,  # noqa: F401  (autouse fixtures)
+    fast_retries,  # noqa: F401
+    make_broker,
+    policy,
+    post,
+)
 from tests.broker.redis_server import needs_redis, redis_server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,33 +39,10 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Any:
-    gemini_tokens.set_testing(True)
-    yield
-    gemini_tokens.set_testing(False)
-
-
-_MADE: list[TokenBroker] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_brokers() -> Any:
-    yield
-    while _MADE:
-        await _MADE.pop().aclose()
-
-
 def make(**options: Any) -> TokenBroker:
-    options.setdefault("authorize", authorize)
-    options.setdefault("policy", policy())
-    options.setdefault("allowed_origins", [ORIGIN])
-    options.setdefault("audit", lambda event: None)
     options.setdefault("renewal", True)
     options.setdefault("secret", SECRET)
-    broker = TokenBroker(**options)
-    _MADE.append(broker)
-    return broker
+    return make_broker(**options)
 
 
 def renew(session: Any, user: str | None = "alice", **body: Any) -> BrokerRequest:

@@ -1,11 +1,17 @@
-"""Shared pieces of the broker tests: a demo authorize hook, a policy, request builders."""
+"""Shared pieces of the broker tests: a demo authorize hook, a policy, request builders, and
+`make_broker` with the autouse fixtures that go with it (import `fast_retries` and
+`close_brokers` into a test module: fast retries, and every broker made closed after each test)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy
+import pytest
+
+import gemini_tokens
+from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 ORIGIN = "https://app.example.com"
@@ -56,3 +62,32 @@ def post(
     return BrokerRequest(
         method="POST", path="/token", headers=headers, client_address="203.0.113.9", body=data
     )
+
+
+_MADE: list[TokenBroker] = []
+
+
+def make_broker(**options: Any) -> TokenBroker:
+    """A `TokenBroker` with the tests' defaults: `authorize`, `policy()`, `ORIGIN` allowed, no
+    audit sink; `close_brokers` closes it after the test."""
+    options.setdefault("authorize", authorize)
+    options.setdefault("policy", policy())
+    options.setdefault("allowed_origins", [ORIGIN])
+    options.setdefault("audit", lambda event: None)
+    broker = TokenBroker(**options)
+    _MADE.append(broker)
+    return broker
+
+
+@pytest.fixture(autouse=True)
+def fast_retries() -> Iterator[None]:
+    gemini_tokens.set_testing(True)
+    yield
+    gemini_tokens.set_testing(False)
+
+
+@pytest.fixture(autouse=True)
+async def close_brokers() -> AsyncIterator[None]:
+    yield
+    while _MADE:
+        await _MADE.pop().aclose()
