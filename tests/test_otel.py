@@ -54,18 +54,22 @@ class Telemetry:
     def finished(self, name: str | None = None) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
 
-    def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
-        """(attributes, value) of each data point of ``metric`` since the last read."""
+    def read(self) -> dict[str, list[Any]]:
+        """Metric name -> the data points of the library's metrics since the last read (one
+        read: with delta temporality, reading again starts afresh)."""
         data = self.reader.get_metrics_data()
-        found: list[tuple[dict[str, Any], Any]] = []
+        found: dict[str, list[Any]] = {}
         for resource in data.resource_metrics if data else ():
             for scope in resource.scope_metrics:
                 if scope.scope.name != "gemini_tokens":
                     continue
                 for m in scope.metrics:
-                    if m.name == metric:
-                        found.extend((dict(p.attributes or {}), p) for p in m.data.data_points)
+                    found.setdefault(m.name, []).extend(m.data.data_points)
         return found
+
+    def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
+        """(attributes, value) of each data point of ``metric`` since the last read."""
+        return [(dict(p.attributes or {}), p) for p in self.read().get(metric, [])]
 
     def all_metric_attributes(self) -> list[dict[str, Any]]:
         data = self.reader.get_metrics_data()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -66,11 +65,7 @@ async def test_each_decision_is_a_span_and_counted(
     assert all(s.end_time >= s.start_time for s in spans)
     assert len(otel.finished("gemini_tokens.create")) == 2
 
-    points: dict[str, list[Any]] = {}
-    for resource in otel.reader.get_metrics_data().resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    points = otel.read()
     decisions = {
         (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
         for p in points["gemini_tokens.broker.decisions"]

@@ -355,12 +355,7 @@ async def test_decision_spans_and_metrics_for_minted_denied_and_limited_callers(
     # Each mint span is the child of its decision's span.
     assert {m.parent.span_id for m in mints} == {s.context.span_id for s in spans[:2]}
 
-    data = otel.reader.get_metrics_data()
-    points: dict[str, list[Any]] = {}
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    points = otel.read()
     decisions = {
         (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
         for p in points["gemini_tokens.broker.decisions"]
