@@ -67,6 +67,14 @@ class Telemetry:
                     found.setdefault(m.name, []).extend(m.data.data_points)
         return found
 
+    @staticmethod
+    def decisions(points: dict[str, list[Any]]) -> dict[tuple[str, str], int]:
+        """(outcome, reason) -> count, from the broker's decision counter in ``points``."""
+        return {
+            (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
+            for p in points["gemini_tokens.broker.decisions"]
+        }
+
     def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
         """(attributes, value) of each data point of ``metric`` since the last read."""
         return [(dict(p.attributes or {}), p) for p in self.read().get(metric, [])]

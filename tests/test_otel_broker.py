@@ -66,11 +66,7 @@ async def test_each_decision_is_a_span_and_counted(
     assert len(otel.finished("gemini_tokens.create")) == 2
 
     points = otel.read()
-    decisions = {
-        (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
-        for p in points["gemini_tokens.broker.decisions"]
-    }
-    assert decisions == {
+    assert otel.decisions(points) == {
         ("minted", "ok"): 2,
         ("limited", "caller_limit"): 1,
         ("denied", "unauthenticated"): 1,

@@ -356,11 +356,7 @@ async def test_decision_spans_and_metrics_for_minted_denied_and_limited_callers(
     assert {m.parent.span_id for m in mints} == {s.context.span_id for s in spans[:2]}
 
     points = otel.read()
-    decisions = {
-        (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
-        for p in points["gemini_tokens.broker.decisions"]
-    }
-    assert decisions == {
+    assert otel.decisions(points) == {
         ("minted", "ok"): 2,
         ("limited", "caller_limit"): 1,
         ("denied", "unauthenticated"): 1,
