@@ -182,11 +182,6 @@ class Limiter:
             raise ConfigurationError(f"storage_uri: {exc}") from None
         self.strategy = limits.aio.strategies.MovingWindowRateLimiter(self.storage)
 
-    @property
-    def active(self) -> bool:
-        """Whether any limit is set."""
-        return bool(self.caller_limits or self.global_limits)
-
     async def check(self) -> bool:
         """Whether the storage answers (memory always does; Redis: a PING)."""
         try:

@@ -42,12 +42,6 @@ class ThrowawayCA:
             out.write(self._ca.cert_pem.bytes())
         self.ca_file: str | None = path
 
-    @property
-    def ca_pem(self) -> bytes:
-        """The CA certificate, PEM-encoded."""
-        data: bytes = self._ca.cert_pem.bytes()
-        return data
-
     def server_context(self) -> ssl.SSLContext:
         """The TLS context the emulator serves with."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
