@@ -140,8 +140,11 @@ def test_sync_client_takes_verify() -> None:
 
 
 async def test_verify_false_skips_verification(emu: Emulator) -> None:
+    # The emulator's CA is trusted nowhere here (_no_trust_settings): only verify=False
+    # lets this mint through.
     async with AsyncClient(emu.api_key, base_url=emu.base_url, verify=False) as client:
-        await client.create()
+        token = await client.create()
+    assert emu.token(token.name) is not None
 
 
 async def test_a_ca_bundle_replaces_the_system_trust(
@@ -277,7 +280,8 @@ async def test_a_shared_sessions_connector_keeps_its_tls_settings(emu: Emulator)
         aiohttp.ClientSession(connector=connector) as session,
         AsyncClient(emu.api_key, base_url=emu.base_url, session=session) as client,
     ):
-        await client.create()
+        token = await client.create()
+    assert emu.token(token.name) is not None
 
 
 async def test_verify_applies_on_a_shared_session_too(
