@@ -38,7 +38,7 @@ import attrs
 
 from gemini_tokens.testing._core import camel, snake
 
-__all__ = ["WireError", "invalid_value", "read", "read_int", "unknown_field"]
+__all__ = ["WireError", "invalid_value", "read", "read_int", "unknown_field", "unwrap_optional"]
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -153,7 +153,8 @@ def _read_enum(value: Any, tp: type[enum.Enum], path: str) -> str:
     )
 
 
-def _unwrap(tp: Any) -> Any:
+def unwrap_optional(tp: Any) -> Any:
+    """``X`` for ``X | None`` (``Optional[X]``); any other type as it is."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
         if len(args) == 1:
@@ -163,7 +164,7 @@ def _unwrap(tp: Any) -> Any:
 
 def _matches(value: Any, tp: Any) -> bool:
     """Whether a union member could read this JSON value (by its JSON kind)."""
-    tp = _unwrap(tp)
+    tp = unwrap_optional(tp)
     origin = typing.get_origin(tp)
     if tp is Any:
         return True

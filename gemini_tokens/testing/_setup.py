@@ -10,7 +10,6 @@ camelCase form. So the emulator and the client cannot drift apart.
 from __future__ import annotations
 
 import copy
-import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from gemini_tokens.testing._proto_json import (
     invalid_value,
     read,
     unknown_field,
+    unwrap_optional,
 )
 
 __all__ = [
@@ -140,14 +140,6 @@ def parse_setup(raw: Any, root: str) -> dict[str, Any]:
 # -- field masks ---------------------------------------------------------------------------
 
 
-def _unwrap(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
 def _is_opaque(tp: Any) -> bool:
     """A free-form message we do not model (``avatarConfig``, ``googleSearch`` ...)."""
     if tp is Any:
@@ -177,7 +169,7 @@ def _valid_path(path: str) -> bool:
     else:
         return False
     for index, seg in enumerate(rest):
-        tp = _unwrap(tp)
+        tp = unwrap_optional(tp)
         if _is_opaque(tp):
             return True
         if tp is GenerationConfig and snake(seg) in _EXTRA_GENERATION:
