@@ -308,7 +308,7 @@ async def test_draining_refuses_requests_on_open_connections(app: App) -> None:
     app.http.server.app[_STATE]["draining"] = True
     status, body = await app.post(token())
     assert status == 503
-    assert body["error"]["status"] == "UNAVAILABLE"
+    assert body == {"error": {"code": 503, "status": "UNAVAILABLE", "message": "shutting down"}}
     response = await app.http.get("/readyz")
     assert response.status == 503
     assert (await app.http.get("/healthz")).status == 200  # still alive

@@ -29,6 +29,7 @@ from gemini_tokens._client import AsyncClient
 from gemini_tokens._errors import ConfigurationError
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event
 from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
+from gemini_tokens.broker._http import error_body
 from gemini_tokens.broker._jwt import JWTAuthorizer, load_authorizer
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._settings import ServeSettings
@@ -262,10 +263,11 @@ def build_app(
             # A request on a kept-alive connection after SIGTERM: refused, and told why.
             status = 503
             _access_log(request, status, started)
-            return web.json_response(
-                {"error": {"code": 503, "status": "UNAVAILABLE", "message": "shutting down"}},
+            return web.Response(
+                body=error_body(503, "shutting down"),
                 status=503,
-                headers={"Connection": "close", "Retry-After": "1"},
+                content_type="application/json",
+                headers={"Connection": "close", "Retry-After": "1", "Cache-Control": "no-store"},
             )
         state["in_flight"] += 1
         try:
