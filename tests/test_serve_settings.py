@@ -129,6 +129,21 @@ def test_an_hmac_secret_from_the_environment_never_shows() -> None:
     assert secret not in repr(s)
 
 
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("redis://:hunter2-pw@redis.internal:6379/0", "redis://:***@redis.internal:6379/0"),
+        ("rediss://app:hunter2-pw@redis.internal/1", "rediss://app:***@redis.internal/1"),
+        ("redis://hunter2-pw@redis.internal", "redis://***@redis.internal"),
+    ],
+)
+def test_a_redis_password_in_the_storage_uri_never_shows(uri: str, shown: str) -> None:
+    s = parse(GOOD, GEMINI_TOKENS_LIMITS_STORAGE=uri)
+    assert s.storage_uri == uri  # used as given
+    assert "hunter2" not in repr(s)
+    assert repr(shown) in repr(s)
+
+
 def test_dev_mode_forces_loopback_and_any_origin() -> None:
     s = parse_settings(tomllib.loads(GOOD), environ={}, dev=True)
     assert (s.host, s.allowed_origins, s.dev) == ("127.0.0.1", ("*",), True)

@@ -19,7 +19,14 @@ import attrs
 from gemini_tokens._errors import ConfigurationError
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal
 
-__all__ = ["Limited", "Limiter", "LimiterUnavailable", "parse_limits", "storage_uri_for"]
+__all__ = [
+    "Limited",
+    "Limiter",
+    "LimiterUnavailable",
+    "parse_limits",
+    "redacted_uri",
+    "storage_uri_for",
+]
 
 logger = logging.getLogger("gemini_tokens.broker")
 
@@ -113,6 +120,19 @@ def storage_uri_for(uri: str) -> tuple[str, dict[str, Any]]:
         f"storage_uri: unknown scheme {scheme!r}; use 'memory://' (one process) or "
         "'redis://host:port/db' (many processes)"
     )
+
+
+def redacted_uri(uri: str) -> str:
+    """``uri`` with the password of its user part (``redis://:secret@host``) as ``***``; a
+    user part without a colon (read as a password by some clients) is hidden whole."""
+    scheme, sep, rest = uri.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not sep or not at:
+        return uri
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}://{shown}@{host}{slash}{path}"
 
 
 def _blocking_pool(scheme: str, rest: str) -> Any:

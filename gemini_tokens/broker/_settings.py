@@ -33,6 +33,7 @@ import attrs
 
 from gemini_tokens._errors import ConfigurationError, ValidationError
 from gemini_tokens.broker._jwt import JWTSettings
+from gemini_tokens.broker._limiter import redacted_uri
 from gemini_tokens.broker._policy import Policy
 
 __all__ = ["ENV_PREFIX", "ServeSettings", "SettingsError", "load_settings", "parse_settings"]
@@ -155,7 +156,7 @@ class ServeSettings:
     allow_insecure_http: bool = False
     rate_limits: tuple[str, ...] = ()
     global_rate_limits: tuple[str, ...] = ()
-    storage_uri: str = "memory://"
+    storage_uri: str = attrs.field(default="memory://", repr=lambda uri: repr(redacted_uri(uri)))
     on_limiter_error: str = "deny"
     audit_sink: str = "log"
     audit_path: str | None = None
