@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["OUTCOMES", "AuditEvent", "Outcome", "log_audit_event", "token_id"]
+__all__ = ["OUTCOMES", "AuditEvent", "Outcome", "iso_millis", "log_audit_event", "token_id"]
 
 Outcome = Literal["minted", "denied", "limited", "invalid", "upstream_error", "error", "renewed"]
 #: Every outcome an event may have. ``error`` is the broker's own fault (a hook that
@@ -39,12 +39,14 @@ def token_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
+def iso_millis(value: dt.datetime) -> str:
+    """RFC 3339 in UTC to the millisecond, ``Z``: how the broker writes times it reports."""
+    utc = value.astimezone(dt.timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (
-        value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return None if value is None else iso_millis(value)
 
 
 @attrs.frozen(kw_only=True)

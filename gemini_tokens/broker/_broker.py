@@ -38,7 +38,7 @@ from gemini_tokens._errors import (
     ValidationError,
 )
 from gemini_tokens._sync import Client
-from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
+from gemini_tokens.broker._audit import AuditEvent, iso_millis, log_audit_event, token_id
 from gemini_tokens.broker._body import BODY_KEYS, ParsedBody, parse_body
 from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
@@ -80,11 +80,6 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
-
-
-def _server_time() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _call_hook(
@@ -463,7 +458,8 @@ class TokenBroker:
     # --- answers ----------------------------------------------------------------------
 
     async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
-        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": _server_time()}
+        now = dt.datetime.now(dt.timezone.utc)
+        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
         if decision.session is not None:
             body["session"] = decision.session
         response = BrokerResponse(
