@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 __all__ = ["main"]
 
 _EPILOG = """\
-The API key is read from GEMINI_API_KEY (else GOOGLE_API_KEY), never from the command line,
-so that it stays out of shell history and process listings. GEMINI_BASE_URL points the
-command at another endpoint, such as the local emulator.
+The API key is read from GEMINI_API_KEY (else GOOGLE_API_KEY), never from the command
+line, so that it stays out of shell history and process listings. GEMINI_BASE_URL points
+the command at another endpoint, such as the local emulator.
 """
 
 _KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -123,8 +123,8 @@ def _add_create(commands: Any) -> None:
             "fieldMask. Hand that to the client; it never contains the API key."
         ),
         epilog=_EPILOG + "\nexamples:\n"
-        "  gemini-tokens create --uses 1 --model gemini-2.5-flash-native-audio-preview-12-2025 "
-        "--modality audio\n"
+        "  gemini-tokens create --uses 1 --modality audio \\\n"
+        "      --model gemini-2.5-flash-native-audio-preview-12-2025\n"
         "  gemini-tokens create --model M --temperature 0.7 --lock-set --lock top_p\n"
         '  gemini-tokens create --config \'{"system_instruction": "Be brief."}\'\n',
         formatter_class=argparse.RawDescriptionHelpFormatter,
