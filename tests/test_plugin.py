@@ -16,7 +16,7 @@ TIMEOUT = 120  # seconds for one whole pytest run; a hang used to take 93 s per 
 
 #: Every loop scope pytest-asyncio supports, each with two tests sharing the loop, and in
 #: each test async calls, a sync call on the blocked loop, and an AsyncClient of its own.
-SCOPED_TESTS = '''
+SCOPED_TESTS = """
 import pytest
 
 import gemini_tokens
@@ -34,9 +34,9 @@ async def _mint_every_way(emu):
 
 
 {body}
-'''
+"""
 
-MODULE_BODY = '''
+MODULE_BODY = """
 @pytest.mark.asyncio(loop_scope="{scope}")
 async def test_first(gemini_emulator):
     await _mint_every_way(gemini_emulator)
@@ -45,9 +45,9 @@ async def test_first(gemini_emulator):
 @pytest.mark.asyncio(loop_scope="{scope}")
 async def test_second(gemini_emulator):
     await _mint_every_way(gemini_emulator)
-'''
+"""
 
-CLASS_BODY = '''
+CLASS_BODY = """
 @pytest.mark.asyncio(loop_scope="class")
 class TestInOneLoop:
     async def test_first(self, gemini_emulator):
@@ -55,7 +55,7 @@ class TestInOneLoop:
 
     async def test_second(self, gemini_emulator):
         await _mint_every_way(gemini_emulator)
-'''
+"""
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -87,7 +87,7 @@ def test_the_testing_module_passes_when_copied(pytester: pytest.Pytester) -> Non
 
 def test_sync_tests_need_no_pytest_asyncio(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_sync='''
+        test_sync="""
         import gemini_tokens
 
         def test_create(gemini_emulator):
@@ -95,7 +95,7 @@ def test_sync_tests_need_no_pytest_asyncio(pytester: pytest.Pytester) -> None:
 
         def test_the_old_name(gemini_emulator_sync):
             assert gemini_emulator_sync.token(gemini_tokens.create().name) is not None
-        '''
+        """
     )
     result = _run(pytester, "-p", "no:asyncio")
     result.assert_outcomes(passed=2)
@@ -105,7 +105,7 @@ def test_the_environment_is_restored(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile(
-        test_env='''
+        test_env="""
         import os
 
         def test_inside(gemini_emulator):
@@ -117,7 +117,7 @@ def test_the_environment_is_restored(
             assert os.environ["GEMINI_API_KEY"] == "mine"
             assert os.environ["GOOGLE_API_KEY"] == "also-mine"
             assert "GEMINI_BASE_URL" not in os.environ
-        '''
+        """
     )
     monkeypatch.setenv("GEMINI_API_KEY", "mine")
     monkeypatch.setenv("GOOGLE_API_KEY", "also-mine")
