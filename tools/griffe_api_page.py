@@ -5,7 +5,8 @@
 - The attrs classes' fields: griffe-fieldz, listed after this extension, turns them into the
   class's parameters with their types and defaults. Before it runs, each field documented in
   the class's ``Attributes:`` section gets that description as its own docstring, where
-  griffe-fieldz reads it; afterwards the emptied ``Attributes:`` section is dropped.
+  griffe-fieldz reads it; afterwards the emptied ``Attributes:`` section is dropped and the
+  fields are put right after the description.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from griffe import (
     Docstring,
     DocstringSectionAttributes,
     DocstringSectionParameters,
+    DocstringSectionText,
     Extension,
     Function,
     dynamic_import,
@@ -45,11 +47,19 @@ class ApiPage(Extension):
         if cls.docstring is None:
             return
         parsed = cls.docstring.parsed
-        parsed[:] = [
+        fields = [section for section in parsed if isinstance(section, DocstringSectionParameters)]
+        rest = [
             section
             for section in parsed
-            if not (isinstance(section, DocstringSectionAttributes) and not section.value)
+            if not isinstance(section, DocstringSectionParameters)
+            and not (isinstance(section, DocstringSectionAttributes) and not section.value)
         ]
+        # The fields right after the description, before "Raises:" and the rest.
+        text = next(
+            (i for i, section in enumerate(rest) if not isinstance(section, DocstringSectionText)),
+            len(rest),
+        )
+        parsed[:] = rest[:text] + fields + rest[text:]
 
     def on_function(self, *, func: Function, **kwargs: Any) -> None:
         named = [p for p in func.parameters if str(p.default or "").isidentifier()]
