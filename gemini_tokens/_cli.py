@@ -209,6 +209,10 @@ def _add_emulator(commands: Any) -> None:
         "--port", type=_port, default=8765, help="port (default 8765; 0 = any free port)"
     )
     emulator.add_argument("--api-key", help="the key the emulator accepts (default: random)")
+    emulator.add_argument("--tls", action="store_true", help="serve https/wss with a new CA")
+    emulator.add_argument(
+        "--count-resumption-as-use", action="store_true", help="resuming uses up a token use"
+    )
     emulator.set_defaults(handler=_cmd_emulator)
 
 
@@ -371,7 +375,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from gemini_tokens.testing._cli import serve
 
-    return serve(host=args.host, port=args.port, api_key=args.api_key)
+    return serve(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        tls=args.tls,
+        count_resumption_as_use=args.count_resumption_as_use,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ helpers, the CLI) runs these coroutines.
 The data path reads top to bottom in `AsyncClient.create`: options -> validated `TokenRequest`
 -> wire body -> HTTP with retries -> parsed `EphemeralToken`.
 
-aiohttp is imported on first use, not at ``import gemini_tokens``: a web app pays for it once,
-a CLI ``--help`` never does.
+aiohttp (with `_transport`, the HTTP side) is imported when the first client is made, not at
+``import gemini_tokens``: a CLI ``--help`` never pays for it, and the first ``create()`` does
+not import on the caller's event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import json
 import math
 import os
 import platform
+import weakref
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -26,18 +29,17 @@ from gemini_tokens._config import (
     Timeout,
     resolve_api_key,
     resolve_base_url,
+    resolve_proxy,
     resolve_timeout,
+    resolve_verify,
 )
 from gemini_tokens._converters import body_bytes, token_from_response
 from gemini_tokens._errors import (
-    APIConnectionError,
     APIError,
-    APITimeoutError,
     ConfigurationError,
     InvalidResponseError,
     ValidationError,
     error_from_response,
-    redact_secrets,
 )
 from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
 from gemini_tokens._request import TokenRequest, build_request, reject_unknown
@@ -46,10 +48,15 @@ from gemini_tokens._version import __version__
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Mapping, Sequence
+    import ssl
+    import types
+    from collections.abc import AsyncGenerator, Mapping, Sequence
     from types import TracebackType
 
     import aiohttp
+
+    from gemini_tokens._config import Verify
+    from gemini_tokens._transport import Transport
 
 __all__ = ["AsyncClient"]
 
@@ -75,22 +82,38 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_refresh_pid)
 
 
-@functools.cache  # one class, made on first use (aiohttp is imported lazily)
-def _connector_class() -> type[aiohttp.TCPConnector]:
-    import aiohttp
+@functools.cache
+def _load_transport() -> types.ModuleType:
+    """Import aiohttp (with `_transport`) and build the wire converters, once per process.
 
-    class ForkAwareConnector(aiohttp.TCPConnector):
-        """A connector whose finalizer does nothing in a forked child (see _FORK_ORPHANS)."""
+    Done when a client is made, so that the first ``create()`` imports and builds nothing
+    on the caller's event loop (importing aiohttp alone takes about 100 ms).
+    """
+    from gemini_tokens import _transport
+    from gemini_tokens._converters import _converters
 
-        def __init__(self, **kwargs: Any) -> None:
-            self._gt_pid = os.getpid()
-            super().__init__(**kwargs)
+    _converters()  # the cattrs converters the first create() with constraints would build
+    return _transport
 
-        def __del__(self, _warnings: Any = None) -> None:
-            if os.getpid() == self._gt_pid:
-                super().__del__()
 
-    return ForkAwareConnector
+async def _close_with_loop(
+    client: weakref.ref[AsyncClient], session: aiohttp.ClientSession
+) -> AsyncGenerator[None, None]:
+    """Close ``session`` when its event loop shuts down, or when the client closes it.
+
+    Started on the session's loop, this generator is one of the loop's async generators,
+    which ``asyncio.run()`` (and every loop shut down with ``shutdown_asyncgens()``)
+    finalizes before closing the loop. So a client warmed up with ``asyncio.run()`` and then
+    kept (a module-level client in a gunicorn master) leaves no unclosed session behind, and
+    its next call, on a new loop, makes a new session.
+    """
+    try:
+        yield
+    finally:
+        owner = client()
+        if owner is not None and owner._session is session:
+            owner._session = owner._loop = owner._guard = None
+        await session.close()  # never closes a shared session's pool (see _transport)
 
 
 class AsyncClient:
@@ -113,12 +136,26 @@ class AsyncClient:
             is not slept; the error is raised with ``retry_after`` set instead. Overrides
             ``retry.max_retry_wait``.
         retry: A whole `RetryPolicy` (backoff included). Default: ``RetryPolicy()``.
-        session: An ``aiohttp.ClientSession`` to share (an aiohttp app's own). The client does
-            not close a session it was given.
+        session: An ``aiohttp.ClientSession`` whose connection pool to share (an aiohttp
+            app's own). Only its pool is used: its settings (``raise_for_status``,
+            ``base_url``, default headers, cookies, timeout, proxy) do not apply to the
+            library's requests. The client does not close a session it was given.
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
+        proxy: The proxy to send requests through, e.g. ``"http://proxy.corp:3128"``
+            (``user:password@`` for proxy authentication). Default: the environment's
+            when ``trust_env`` is true, else none.
+        trust_env: Read ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``
+            (and their lower-case forms) when the client is made (default True).
+        verify: How to verify the service's TLS certificate: True (the system's trusted
+            CAs, honouring ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as set when the client is
+            made), the path of a CA bundle (PEM) to trust instead, an ``ssl.SSLContext``,
+            or False (no verification; for tests only). Default: True, but with a shared
+            ``session`` its connector's own TLS settings. A certificate that cannot be
+            verified raises `CertificateVerificationError` at once, without retries.
 
     Raises:
-        ConfigurationError: no API key, an unusable base URL, or a bad retry setting.
+        ConfigurationError: no API key, an unusable base URL or proxy, a bad ``verify``,
+            or a bad retry setting (each message names the setting).
     """
 
     def __init__(
@@ -133,6 +170,9 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        verify: Verify | None = None,
     ) -> None:
         self._api_key = resolve_api_key(api_key)
         if not self._api_key.isascii() or not self._api_key.isprintable():
@@ -143,7 +183,10 @@ class AsyncClient:
             raise ConfigurationError("api_version must be a non-empty string such as 'v1alpha'")
         self._api_version = api_version.strip("/ ")
         self._url = f"{self._base_url}/{self._api_version}/auth_tokens"
-        self._timeout = resolve_timeout(timeout)
+        timeout_setting = resolve_timeout(timeout)
+        proxy_url = resolve_proxy(proxy, trust_env=trust_env, url=self._url)
+        if verify is not None:
+            verify = resolve_verify(verify)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy")
         changes: dict[str, Any] = {}
@@ -161,12 +204,22 @@ class AsyncClient:
             "User-Agent": _USER_AGENT,
             "x-goog-api-client": f"gemini-tokens/{__version__}",
         }
-        self._session = session
-        self._owns_session = session is None
+        # Everything the request path needs is imported and built now (see _load_transport).
+        transport = _load_transport()
+        proxy_password = urlsplit(proxy_url).password if proxy_url else None
+        self._http: Transport = transport.Transport(
+            timeout=timeout_setting,
+            tls=_tls_setting(transport, verify, session, self._url, proxy_url),
+            proxy=proxy_url,
+            secrets=(self._api_key, proxy_password or ""),
+        )
+        self._shared = session
+        #: Our own session, on the given session's pool or on a new one; made on first use.
+        self._session: aiohttp.ClientSession | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
         self._closed = False
-        self._client_timeout: aiohttp.ClientTimeout | None = None
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self._base_url!r}, api_version={self._api_version!r})"
@@ -200,8 +253,15 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the connection pool (unless the session was given to us). Idempotent."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session and os.getpid() == self._pid:
+        if os.getpid() != self._pid:
+            self._orphan()  # the parent's session: not ours to close
+        session, guard, loop = self._session, self._guard, self._loop
+        self._session = self._guard = self._loop = None
+        if session is None:
+            return
+        if guard is not None and loop is asyncio.get_running_loop():
+            await guard.aclose()  # closes the session
+        else:
             await session.close()
 
     async def create(
@@ -286,55 +346,42 @@ class AsyncClient:
             exc.__suppress_context__ = True
             raise
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    async def _open_session(self) -> aiohttp.ClientSession:
+        """The slow path of `_attempt`: check the client's state, and make its session."""
         loop = asyncio.get_running_loop()
-        session = self._session
-        # The usual case, checked first: a pool made in this process, on this loop (close()
-        # drops the session, so a closed client never gets past here).
-        if session is not None and self._loop is loop and self._pid == _Process.pid:
-            return session
         if self._closed:
             raise ConfigurationError("this client is closed; create a new one")
         if os.getpid() != self._pid:
-            # A forked child: the parent's pool is not ours to use or to close.
-            if self._session is not None and self._owns_session:
-                _FORK_ORPHANS.extend((self._session, self._session.connector))
-                self._session.detach()
-                self._session = None
-            self._pid = os.getpid()
-            self._loop = None
-        if self._session is None:
-            import aiohttp
-
-            # Our headers become the session's defaults: aiohttp then skips merging a
-            # per-request dict on every call.
-            self._session = aiohttp.ClientSession(
-                connector=_connector_class()(limit=100, ttl_dns_cache=300),
-                headers=self._headers,
-            )
-            self._owns_session = True
-            self._loop = loop
-        elif self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
+            self._orphan()
+        if self._session is not None and self._loop is not loop:
+            if self._loop is not None and self._loop.is_closed():
+                # asyncio.run() would have closed the session (see _close_with_loop).
+                raise ConfigurationError(
+                    "this AsyncClient's event loop was closed without shutting down its "
+                    "async generators; use asyncio.run(), or run loop.shutdown_asyncgens() "
+                    "before loop.close(), or create a new client"
+                )
             raise ConfigurationError(
                 "this AsyncClient is bound to the event loop it was first used on; "
                 "create one client per event loop (or use the sync Client)"
             )
-        return self._session
+        if self._session is not None:  # pragma: no cover - the fast path in _attempt
+            return self._session
+        session = self._http.open_session(self._shared, self._headers)
+        guard = _close_with_loop(weakref.ref(self), session)
+        await guard.asend(None)  # runs to its yield: the loop now tracks it
+        self._session, self._guard, self._loop = session, guard, loop
+        return session
 
-    def _timeout_for(self, remaining: float | None) -> aiohttp.ClientTimeout:
-        """The attempt's aiohttp timeout: the client's, shortened to the deadline's rest."""
-        timeout = self._client_timeout
-        if remaining is None and timeout is not None:
-            return timeout  # the same for every call without a deadline
-        import aiohttp
-
-        total = self._timeout.total if remaining is None else min(self._timeout.total, remaining)
-        timeout = aiohttp.ClientTimeout(total=total, connect=min(self._timeout.connect, total))
-        if remaining is None:
-            self._client_timeout = timeout
-        return timeout
+    def _orphan(self) -> None:
+        """In a forked child: let go of the parent's session without closing it."""
+        if self._session is not None:
+            # The guard, a suspended generator of the parent's loop, is kept too: its
+            # finalizer would wake that loop through the self-pipe parent and child share.
+            _FORK_ORPHANS.extend((self._session, self._session.connector, self._guard))
+            self._session.detach()
+        self._session = self._guard = self._loop = None
+        self._pid = os.getpid()
 
     async def _attempt(
         self, body: bytes, request: TokenRequest, remaining: float | None
@@ -344,52 +391,27 @@ class AsyncClient:
         The answer is parsed here, inside the attempt, so that its error carries
         ``attempts``; an unusable 2xx answer is never retried.
         """
-        import aiohttp
-
-        session = self._get_session()  # raises if the client is closed
-        timeout = self._timeout_for(remaining)
-        try:
-            async with session.post(
-                self._url,
-                data=body,
-                headers=None if self._owns_session else self._headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                # A body over MAX_RESPONSE_BYTES is never read whole: a declared length
-                # over it is refused unread, an undeclared one one byte past it. (The
-                # connection is then closed, not reused: the rest is still on it.)
-                length = response.content_length
-                if length is None:
-                    raw, complete = await _read_undeclared(response)
-                elif length <= MAX_RESPONSE_BYTES:
-                    raw, complete = await response.read(), True  # the usual answer
-                else:
-                    raw, complete = b"", False
-                status = response.status
-        except asyncio.TimeoutError as exc:
-            connect_error = getattr(aiohttp, "ConnectionTimeoutError", ())
-            if isinstance(exc, connect_error):
-                message = f"no connection to the token service within {timeout.connect:g}s"
-            else:
-                message = f"no complete answer from the token service within {timeout.total:g}s"
-            raise APITimeoutError(message) from None
-        except aiohttp.ClientError as exc:
-            # aiohttp's message may quote what the server sent (a broken header line ...).
-            text = redact_secrets(f"{type(exc).__name__}: {exc}", (self._api_key,))
-            raise APIConnectionError(f"could not reach the token service: {text}") from None
+        session = self._session
+        # The usual case, checked first: a session made in this process, on this loop
+        # (close() drops the session, so a closed client never gets past here).
+        if (
+            session is None
+            or self._pid != _Process.pid
+            or self._loop is not asyncio.get_running_loop()
+        ):
+            session = await self._open_session()  # raises if the client is closed
+        reply = await self._http.post(session, self._url, body, self._http.timeout(remaining))
+        status, raw = reply.status, reply.body
         if not 200 <= status < 300:
-            # (The headers stay readable after the response is released.)
-            headers = response.headers
             raise error_from_response(
                 status,
                 raw,
-                content_type=headers.get("Content-Type", ""),
-                retry_after_header=parse_retry_after(headers.get("Retry-After")),
+                content_type=reply.content_type,
+                retry_after_header=parse_retry_after(reply.retry_after),
                 redact=(self._api_key,),
-                too_large=not complete,
+                too_large=not reply.complete,
             )
-        if not complete:
+        if not reply.complete:
             raise InvalidResponseError(
                 f"the response body exceeds {MAX_RESPONSE_BYTES} bytes; not a token",
                 status_code=status,
@@ -416,6 +438,28 @@ class AsyncClient:
         return token
 
 
+def _tls_setting(
+    transport: types.ModuleType,
+    verify: Verify | None,
+    session: aiohttp.ClientSession | None,
+    url: str,
+    proxy: str | None,
+) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=`` for the client's requests (True: the connector's own setting).
+
+    Over plain http it is the connector's: a pooled connection then also serves a shared
+    session's own requests.
+    """
+    if not (url.startswith("https://") or (proxy or "").startswith("https://")):
+        return True
+    if verify is None:
+        if session is not None:
+            return True  # a shared session's connector may carry the app's TLS settings
+        verify = True
+    setting: ssl.SSLContext | bool = transport.ssl_setting(verify)
+    return setting
+
+
 def _encode_request(request: TokenRequest) -> bytes:
     """The request body as JSON, or a `ValidationError` (before anything is sent).
 
@@ -431,20 +475,3 @@ def _encode_request(request: TokenRequest) -> bytes:
             "must hold only JSON values (str, int, float, bool, None, lists, dicts); "
             f"{type(exc).__name__}: {exc}",
         ) from None
-
-
-async def _read_undeclared(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """Read a body of undeclared length, stopping one byte past MAX_RESPONSE_BYTES.
-
-    ``complete`` is False when the body was larger (and then nothing is returned).
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await response.content.read(MAX_RESPONSE_BYTES + 1 - size)
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return b"", False

@@ -9,11 +9,21 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 
 from gemini_tokens._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import ssl
+    from typing import TypeAlias
+
+    #: What ``verify=`` takes, in httpx's shape: verify with the system's trust (True), do
+    #: not verify (False), trust the CA bundle (or hashed directory) at this path, or use
+    #: this context.
+    Verify: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -22,9 +32,12 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_RESPONSE_BYTES",
     "Timeout",
+    "check_proxy_url",
     "resolve_api_key",
     "resolve_base_url",
+    "resolve_proxy",
     "resolve_timeout",
+    "resolve_verify",
 ]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -97,6 +110,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _without_userinfo(parts: SplitResult) -> str:
+    """The URL with any ``user:password@`` blanked out, for messages."""
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_port(parts: SplitResult, source: str) -> None:
+    try:
+        parts.port  # noqa: B018  (parsing it is the check)
+    except ValueError:
+        raise ConfigurationError(
+            f"{source} has an invalid port (it must be a number from 0 to 65535); "
+            f"got {_without_userinfo(parts)!r}"
+        ) from None
+
+
 def resolve_base_url(
     base_url: str | None,
     *,
@@ -106,17 +137,30 @@ def resolve_base_url(
     """The explicit base URL, else ``GEMINI_BASE_URL``, else the public endpoint.
 
     Plain ``http://`` is refused unless the host is loopback (the API key would travel in
-    clear) or ``allow_insecure_http`` is true.
+    clear) or ``allow_insecure_http`` is true. Credentials (``user:password@``) are refused:
+    the API key authenticates requests, and the base URL is shown in reprs and handed to
+    browsers inside ``live_url()``.
 
     Raises:
-        ConfigurationError: a URL that is not http(s), has no host, or is insecure.
+        ConfigurationError: a URL that is not http(s), has no host, carries credentials or
+            is insecure. The message never repeats a password.
     """
     env = os.environ if environ is None else environ
     url = base_url if base_url is not None else env.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
     source = "base_url" if base_url is not None else BASE_URL_ENV_VAR
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{source} must be a string such as {DEFAULT_BASE_URL!r}")
     parts = urlsplit(url.strip())
+    if "@" in parts.netloc:
+        # First: every later message quotes the URL.
+        raise ConfigurationError(
+            f"{source} must not contain credentials (user:password@); the API key "
+            "authenticates requests, and the base URL is shown in reprs and live_url(); "
+            f"got {_without_userinfo(parts)!r}"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{source} must be an http(s) URL with a host; got {url!r}")
+    _check_port(parts, source)
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{source} must not have a query or fragment")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
@@ -125,3 +169,146 @@ def resolve_base_url(
             "in clear; use https:// or pass allow_insecure_http=True"
         )
     return url.strip().rstrip("/")
+
+
+#: Read for a target of each scheme, in this order (lower case first, as curl and requests
+#: do); ``ALL_PROXY`` applies to both.
+_PROXY_ENV_VARS = {
+    "https": ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"),
+    "http": ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"),
+}
+_NO_PROXY_ENV_VARS = ("no_proxy", "NO_PROXY")
+
+
+def check_proxy_url(value: object, source: str = "proxy") -> str:
+    """Validate a proxy URL: ``http://`` or ``https://``, a host, an optional port.
+
+    A URL without a scheme (``proxy.corp:3128``, as often found in ``HTTPS_PROXY``) is taken
+    as ``http://``. Credentials (``user:password@``) are allowed: they authenticate to the
+    proxy, and are never repeated in a message.
+
+    Raises:
+        ConfigurationError: naming ``source`` and the rule.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"{source} must be a proxy URL such as 'http://proxy.example:3128', or None"
+        )
+    text = value.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    shown = _without_userinfo(parts)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"{source} must use the http:// or https:// scheme (the scheme of the connection "
+            f"to the proxy itself); got {shown!r}"
+        )
+    if not parts.hostname:
+        raise ConfigurationError(f"{source} must name the proxy's host; got {shown!r}")
+    _check_port(parts, source)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"{source} must be the proxy's scheme, host and port only (no path or query); "
+            f"got {shown!r}"
+        )
+    return parts._replace(path="").geturl()
+
+
+def resolve_proxy(
+    proxy: str | None,
+    *,
+    trust_env: bool,
+    url: str,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The proxy for requests to ``url``: the explicit one, else the environment's, else None.
+
+    With ``trust_env``, ``https_proxy`` / ``HTTPS_PROXY`` (for an https ``url``, else
+    ``http_proxy`` / ``HTTP_PROXY``), then ``all_proxy`` / ``ALL_PROXY`` are read, unless
+    ``no_proxy`` / ``NO_PROXY`` lists the host (``*`` for every host; ``example.com`` or
+    ``.example.com`` for it and its subdomains; an optional ``:port``). A loopback host
+    (``127.0.0.1``, ``::1``, ``localhost``: the local emulator) is never sent to the
+    environment's proxy, which could not reach this machine's loopback. As in the standard
+    library, ``HTTP_PROXY`` is ignored in a CGI script (``REQUEST_METHOD`` set).
+
+    Raises:
+        ConfigurationError: ``proxy``, or the variable read, is not a usable proxy URL.
+    """
+    if not isinstance(trust_env, bool):
+        raise ConfigurationError("trust_env must be True or False")
+    if proxy is not None:
+        return check_proxy_url(proxy, "proxy")
+    if not trust_env:
+        return None
+    env = os.environ if environ is None else environ
+    parts = urlsplit(url)
+    if _is_loopback(parts.hostname or ""):
+        return None
+    for name in _PROXY_ENV_VARS.get(parts.scheme, ()):
+        if name == "HTTP_PROXY" and "REQUEST_METHOD" in env:
+            continue  # "httpoxy": in CGI, HTTP_PROXY comes from the client's Proxy header
+        value = env.get(name, "").strip()
+        if value:
+            break
+    else:
+        return None
+    if _bypasses_proxy(parts, env):
+        return None
+    return check_proxy_url(value, name)
+
+
+def _bypasses_proxy(parts: SplitResult, env: Mapping[str, str]) -> bool:
+    """Whether ``NO_PROXY`` (or ``no_proxy``) exempts the URL's host."""
+    no_proxy = next((env[n] for n in _NO_PROXY_ENV_VARS if env.get(n, "").strip()), "")
+    host = (parts.hostname or "").lower().rstrip(".")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.strip("[]").lstrip("*").lstrip(".").rstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def _has_port(entry: str) -> bool:
+    """``host:port`` or ``[v6]:port``, but not a bare IPv6 address."""
+    if entry.startswith("["):
+        return "]:" in entry
+    return entry.count(":") == 1
+
+
+def resolve_verify(verify: object) -> Verify:
+    """Check a ``verify=`` setting: True, False, a CA bundle path, or an `ssl.SSLContext`.
+
+    A path must name an existing file (PEM certificates) or directory (hashed, as made by
+    ``openssl rehash``).
+
+    Raises:
+        ConfigurationError: naming ``verify`` and the rule.
+    """
+    import ssl  # not at import time: a CLI --help does not need OpenSSL
+
+    if isinstance(verify, (bool, ssl.SSLContext)):
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        if not isinstance(path, str) or not path:
+            raise ConfigurationError("verify must be a non-empty path of a CA bundle")
+        if not os.path.exists(path):
+            raise ConfigurationError(
+                f"verify names a CA bundle that does not exist: {path!r} (give the path "
+                "of a PEM file of CA certificates, or of a hashed certificate directory)"
+            )
+        return path
+    raise ConfigurationError(
+        "verify must be True (the system's trusted CAs), False (no verification: tests "
+        "only), the path of a CA bundle (PEM), or an ssl.SSLContext"
+    )

@@ -14,7 +14,8 @@ Every exception this library raises on purpose derives from `GeminiTokensError`:
         │   ├── RateLimitError                   429
         │   └── ServerError                      5xx
         ├── APIConnectionError                   no usable answer: refused, reset, DNS, TLS ...
-        │   └── APITimeoutError                  a connect or total timeout expired
+        │   ├── APITimeoutError                  a connect or total timeout expired
+        │   └── CertificateVerificationError     the TLS certificate could not be verified
         └── InvalidResponseError                 a 2xx answer that is not a token
 
 Messages never contain the API key or a token's name.
@@ -35,6 +36,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CertificateVerificationError",
     "ConfigurationError",
     "GeminiTokensError",
     "InvalidResponseError",
@@ -204,6 +206,14 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """The connect timeout, the total timeout or the call's deadline expired."""
+
+
+class CertificateVerificationError(APIConnectionError):
+    """The service's (or the proxy's) TLS certificate could not be verified. Not retried.
+
+    Usually a TLS-inspecting proxy or a private CA: pass its CA to the client
+    (``verify="/path/to/ca.pem"``) or set ``SSL_CERT_FILE``.
+    """
 
 
 class InvalidResponseError(APIError):

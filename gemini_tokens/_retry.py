@@ -26,6 +26,7 @@ from gemini_tokens._errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    CertificateVerificationError,
 )
 
 __all__ = [
@@ -131,12 +132,13 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether an error from one attempt is worth another.
 
     Retried: 408, 429, 500, 502, 503, 504, and every `APIConnectionError` (refused, reset,
-    server disconnects, timeouts). Not retried: other statuses, and `InvalidResponseError`
-    (a 2xx answer may have minted a token).
+    server disconnects, timeouts) but a `CertificateVerificationError` (a certificate that
+    could not be verified stays so). Not retried: other statuses, and
+    `InvalidResponseError` (a 2xx answer may have minted a token).
     """
     if isinstance(exc, APIStatusError):
         return exc.status_code in RETRYABLE_STATUSES
-    return isinstance(exc, APIConnectionError)
+    return isinstance(exc, APIConnectionError) and not isinstance(exc, CertificateVerificationError)
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:

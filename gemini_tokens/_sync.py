@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import TracebackType
 
+    from gemini_tokens._config import Verify
     from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
     from gemini_tokens._retry import RetryPolicy
 
@@ -347,9 +348,13 @@ class Client:
         retry: A whole `RetryPolicy` (backoff included); ``max_retries`` and
             ``max_retry_wait``, when given, override its values.
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
+        proxy: The proxy URL; default: the environment's (see ``trust_env``).
+        trust_env: Read ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (default True).
+        verify: True (default), False, a CA bundle path or an ``ssl.SSLContext`` (see
+            `AsyncClient`).
 
     Raises:
-        ConfigurationError: no API key, or an unusable base URL.
+        ConfigurationError: no API key, or an unusable base URL, proxy or ``verify``.
     """
 
     def __init__(
@@ -363,6 +368,9 @@ class Client:
         max_retry_wait: float | None = None,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        verify: Verify | None = None,
     ) -> None:
         # Built now so that bad settings raise here; its session is made lazily on the loop.
         self._async = AsyncClient(
@@ -374,6 +382,9 @@ class Client:
             max_retry_wait=max_retry_wait,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
+            proxy=proxy,
+            trust_env=trust_env,
+            verify=verify,
         )
         self._runner = _LoopThread()
         self._closed = False

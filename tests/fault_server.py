@@ -24,6 +24,7 @@ import gc
 import json
 import secrets
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -353,10 +354,14 @@ class FaultServer:
         connections_opened: Connections accepted so far.
         connections_open: Connections open now.
         max_connections_open: The most connections open at once.
-        base_url: ``http://127.0.0.1:<port>``, once started.
+        base_url: ``http://127.0.0.1:<port>`` (``https://`` when serving TLS), once started.
+
+    Args:
+        tls: Serve TLS with this server context (e.g. a ``trustme`` certificate's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.default: Action = token()
         self.handler: Callable[[Received], Action] | None = None
         self.requests: list[Received] = []
@@ -382,6 +387,11 @@ class FaultServer:
         return f"FaultServer({self.base_url!r}, attempts={self.attempts})"
 
     # -- control, from the test's thread ---------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port it listens on, once started."""
+        return int(self.base_url.rsplit(":", 1)[1])
 
     @property
     def attempts(self) -> int:
@@ -430,9 +440,9 @@ class FaultServer:
     # -- the server, on its own loop -------------------------------------------------------------
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
 
     async def _stop(self) -> None:
         if self._server is not None:

@@ -37,11 +37,20 @@ class Result:
         return bool(self.messages) and "setupComplete" in self.messages[0]
 
     @property
-    def reply(self) -> str:
-        return "".join(
-            part.get("text", "")
+    def parts(self) -> list[dict[str, Any]]:
+        return [
+            part
             for m in self.messages
             for part in ((m.get("serverContent") or {}).get("modelTurn") or {}).get("parts", [])
+        ]
+
+    @property
+    def reply(self) -> str:
+        return "".join(part.get("text", "") for part in self.parts)
+
+    def transcription(self, which: str = "outputTranscription") -> str:
+        return "".join(
+            (m.get("serverContent") or {}).get(which, {}).get("text", "") for m in self.messages
         )
 
 
@@ -97,7 +106,10 @@ def setup(model: str = OTHER, **generation: Any) -> dict[str, Any]:
 async def test_no_mask_locks_the_tokens_setup_whole(emu: Emulator, http: Any) -> None:
     token = await mint(
         emu,
-        live_connect_constraints={"model": MODEL, "config": {"response_modalities": ["AUDIO"]}},
+        live_connect_constraints={
+            "model": MODEL,
+            "config": {"response_modalities": ["AUDIO"], "output_audio_transcription": {}},
+        },
     )
     result = await converse(
         http,
@@ -107,7 +119,10 @@ async def test_no_mask_locks_the_tokens_setup_whole(emu: Emulator, http: Any) ->
     )
     assert result.accepted
     assert result.messages[0]["setupComplete"]["sessionId"]
-    assert result.reply == (
+    # The token's AUDIO won over the client's TEXT: the answer is audio, its words transcribed.
+    assert result.reply == ""
+    assert {part["inlineData"]["mimeType"] for part in result.parts} == {"audio/pcm;rate=24000"}
+    assert result.transcription() == (
         f'Emulator reply to "Hello" with model=models/{MODEL}, modalities=AUDIO, temperature=unset.'
     )
     assert result.messages[-1] == {"serverContent": {"turnComplete": True}}
@@ -115,6 +130,7 @@ async def test_no_mask_locks_the_tokens_setup_whole(emu: Emulator, http: Any) ->
     assert session.setup == {
         "model": f"models/{MODEL}",
         "generationConfig": {"responseModalities": ["AUDIO"]},
+        "outputAudioTranscription": {},
     }
     assert session.client_setup == {
         "model": OTHER,

@@ -28,6 +28,7 @@ from gemini_tokens import (
     APIStatusError,
     APITimeoutError,
     BadRequestError,
+    CertificateVerificationError,
     InvalidResponseError,
     RateLimitError,
     RetryPolicy,
@@ -138,6 +139,7 @@ def test_exactly_the_documented_statuses_are_retried() -> None:
     [
         (APIConnectionError("reset"), True),
         (APITimeoutError("slow"), True),
+        (CertificateVerificationError("untrusted CA"), False),  # it never heals
         (InvalidResponseError("no name"), False),
         (BadRequestError("bad", status_code=400), False),
         (ValidationError("uses", "bad"), False),

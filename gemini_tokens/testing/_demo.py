@@ -53,6 +53,7 @@ async def _session(
             content = json.loads(msg.data).get("serverContent") or {}
             for part in (content.get("modelTurn") or {}).get("parts") or ():
                 texts.append(part.get("text") or "")
+            texts.append((content.get("outputTranscription") or {}).get("text") or "")  # audio
             if content.get("turnComplete"):
                 return _Outcome(True, reply="".join(texts))
 
@@ -81,7 +82,10 @@ async def _demo(say: Callable[[str], None]) -> int:
 
         locked = await client.create(
             uses=1,
-            live_connect_constraints={"model": MODEL, "config": {"response_modalities": ["AUDIO"]}},
+            live_connect_constraints={
+                "model": MODEL,
+                "config": {"response_modalities": ["AUDIO"], "output_audio_transcription": {}},
+            },
         )
         now = emu.clock.now()
         lifetime = _minutes(locked.expire_time, now)

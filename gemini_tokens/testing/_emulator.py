@@ -1,6 +1,6 @@
 """`Emulator`: a local stand-in for the token service and the Live API.
 
-One aiohttp application answers ``POST /v1alpha/auth_tokens`` (minting, validated as the
+One aiohttp application answers ``POST /v1alpha/auth_tokens`` (`_minting`, validated as the
 service does) and the Live API WebSocket (`_live`), on 127.0.0.1 and a free port. It keeps
 records (`tokens`, `requests`, `sessions`), has a clock a test can advance, and can be told
 to fail, stall or drop the next requests.
@@ -20,21 +20,12 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import attrs
-
-from gemini_tokens._converters import camel, live_url, parse_time
-from gemini_tokens._errors import ConfigurationError
-from gemini_tokens._request import DEFAULT_EXPIRE, DEFAULT_NEW_SESSION_EXPIRE, MAX_AHEAD
+from gemini_tokens.testing._answers import DROP, Fail, json_response, status_body
 from gemini_tokens.testing._clock import Clock
+from gemini_tokens.testing._core import ConfigurationError, live_url
+from gemini_tokens.testing._minting import create_token
 from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
-from gemini_tokens.testing._setup import (
-    WireError,
-    check_covered,
-    invalid_value,
-    parse_mask,
-    parse_setup,
-    unknown_field,
-)
+from gemini_tokens.testing._state import EmulatorState, GoAwayPlan
 
 if TYPE_CHECKING:
     import ssl
@@ -42,10 +33,9 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
-    from gemini_tokens.testing._live import _Socket
     from gemini_tokens.testing._tls import ThrowawayCA
 
-__all__ = ["Emulator"]
+__all__ = ["Emulator", "status_body"]
 
 E = TypeVar("E", bound="Emulator")
 
@@ -54,115 +44,6 @@ _WS_PATH = re.compile(
     r"(BidiGenerateContent|BidiGenerateContentConstrained)"
 )
 _TOKEN_PATH = re.compile(r"/(v[0-9][a-z0-9]*)/auth_tokens")
-_TOKEN_FIELDS = frozenset(
-    {"name", "uses", "expireTime", "newSessionExpireTime", "bidiGenerateContentSetup", "fieldMask"}
-)
-_TYPE = "type.googleapis.com/google.rpc."
-
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_FAULT_MESSAGES = {
-    429: "Resource has been exhausted (e.g. check quota).",
-    500: "An internal error has occurred. Please retry or report in "
-    "https://developers.generativeai.google/guide/troubleshooting",
-    503: "The service is currently unavailable.",
-    504: "The request timed out. Please try again.",
-}
-_UNREGISTERED = (
-    "Method doesn't allow unregistered callers (callers without established identity). "
-    "Please use API Key or other form of API consumer identity to call this API."
-)
-_KEY_INVALID = "API key not valid. Please pass a valid API key."
-
-
-def status_body(
-    code: int, message: str, details: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """A ``google.rpc.Status`` error body."""
-    error: dict[str, Any] = {
-        "code": code,
-        "message": message,
-        "status": _STATUS_NAMES.get(code, "UNKNOWN"),
-    }
-    if details:
-        error["details"] = details
-    return {"error": error}
-
-
-def _json_response(
-    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    from aiohttp import web
-
-    return web.Response(
-        body=json.dumps(body, indent=2).encode(),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
-    )
-
-
-def _bad_request(exc: WireError) -> web.Response:
-    violation = (
-        {"field": exc.field, "description": exc.message}
-        if exc.field
-        else {"description": exc.message}
-    )
-    detail = {"@type": _TYPE + "BadRequest", "fieldViolations": [violation]}
-    return _json_response(status_body(400, exc.message, [detail]), 400)
-
-
-@attrs.frozen
-class _Fail:
-    status: int
-    retry_after: float | None
-    body: Any
-
-    def response(self) -> web.Response:
-        from aiohttp import web
-
-        headers = {}
-        if self.retry_after is not None:
-            headers["Retry-After"] = format(self.retry_after, "g")
-        if self.body is None:
-            message = _FAULT_MESSAGES.get(self.status, f"Injected failure ({self.status}).")
-            details: list[dict[str, Any]] = []
-            if self.retry_after is not None:
-                details.append(
-                    {"@type": _TYPE + "RetryInfo", "retryDelay": f"{self.retry_after:g}s"}
-                )
-            return _json_response(status_body(self.status, message, details), self.status, headers)
-        if isinstance(self.body, Mapping):
-            return _json_response(self.body, self.status, headers)
-        data = self.body.encode() if isinstance(self.body, str) else bytes(self.body)
-        stripped = data.lstrip()
-        content_type = (
-            "text/html"
-            if stripped.startswith(b"<")
-            else "application/json"
-            if stripped.startswith((b"{", b"["))
-            else "text/plain"
-        )
-        return web.Response(
-            body=data, status=self.status, content_type=content_type, headers=headers
-        )
-
-
-_DROP = "drop"
 
 
 class Emulator:
@@ -196,7 +77,16 @@ class Emulator:
       rest from the client). The plain ``BidiGenerateContent`` method takes the API key and
       refuses tokens (1008 "Method doesn't allow unregistered callers ..."). A
       ``clientContent`` text turn gets a deterministic text reply stating the effective
-      model, modalities and temperature, then ``turnComplete``.
+      model, modalities and temperature, then ``turnComplete``; a session whose modalities
+      include ``AUDIO`` gets audio (``audio/pcm;rate=24000``) and, when asked for, output
+      transcription; streamed ``realtimeInput`` audio is answered once the client ends it.
+    - Reading: bodies and messages are read by proto3's JSON rules (camelCase or
+      snake_case names, integers as numbers or decimal strings, enums by their exact name),
+      strictly otherwise (unknown fields, wrong types, out-of-range values refused).
+    - Long sessions: with ``sessionResumption`` in the setup it issues handles; resuming
+      with one restores the conversation (later replies tell the earlier turns) and is
+      refused (1011) while the old socket is open. It sends ``goAway {timeLeft}`` and then
+      closes (1011) when told: `go_away`, `go_away_next` or ``go_away_after``.
 
     Args:
         api_key: The key it accepts. Default: a random one (see `api_key`).
@@ -208,6 +98,10 @@ class Emulator:
             `advance`.
         count_resumption_as_use: Count resuming a session with a handle as a use, as users
             report the service doing (the documentation says it is not a use).
+        go_away_after: Send every session ``goAway`` this many seconds (real time) after
+            ``setupComplete``; None (the default) never does. See `go_away`.
+        go_away_time_left: The ``timeLeft`` those ``goAway`` messages announce, in seconds:
+            the socket is closed (1011) that long after, unless the client closed it first.
     """
 
     def __init__(
@@ -219,21 +113,29 @@ class Emulator:
         tls: bool = False,
         clock: Clock | None = None,
         count_resumption_as_use: bool = False,
+        go_away_after: float | None = None,
+        go_away_time_left: float = 5.0,
     ) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
             raise ConfigurationError("api_key must be a non-empty string")
-        self._api_key = api_key.strip() if api_key else "emulator-" + secrets.token_urlsafe(18)
+        plan = None
+        if go_away_after is not None:
+            plan = GoAwayPlan(
+                _seconds(go_away_after, "go_away_after"),
+                _seconds(go_away_time_left, "go_away_time_left"),
+            )
         self._host = host
         self._port = port
         self._tls = tls
-        self.clock = clock if clock is not None else Clock()
-        self._count_resumption_as_use = count_resumption_as_use
-        self._tokens: dict[str, IssuedToken] = {}
+        self._state = EmulatorState(
+            api_key=api_key.strip() if api_key else "emulator-" + secrets.token_urlsafe(18),
+            clock=clock if clock is not None else Clock(),
+            count_resumption_as_use=count_resumption_as_use,
+            go_away=plan,
+        )
         self._requests: list[RecordedRequest] = []
-        self._sessions: list[LiveSession] = []
-        self._handles: dict[str, LiveSession] = {}
-        self._websockets: set[_Socket] = set()
-        self._faults: collections.deque[_Fail | str] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._faults: collections.deque[Fail | str] = collections.deque()
         self._delays: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
@@ -243,7 +145,7 @@ class Emulator:
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"
-        return f"Emulator({where}, tls={self._tls}, tokens={len(self._tokens)})"
+        return f"Emulator({where}, tls={self._tls}, tokens={len(self._state.tokens)})"
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -265,6 +167,7 @@ class Emulator:
             self._ca = ThrowawayCA()
             ssl_context = self._ca.server_context()
         self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         app.on_shutdown.append(self._close_websockets)
@@ -343,7 +246,16 @@ class Emulator:
     @property
     def api_key(self) -> str:
         """The API key the emulator accepts."""
-        return self._api_key
+        return self._state.api_key
+
+    @property
+    def clock(self) -> Clock:
+        """The clock token times are checked against (see `advance`)."""
+        return self._state.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._state.clock = clock
 
     @property
     def base_url(self) -> str:
@@ -388,11 +300,11 @@ class Emulator:
     @property
     def tokens(self) -> list[IssuedToken]:
         """The tokens minted so far, oldest first."""
-        return list(self._tokens.values())
+        return list(self._state.tokens.values())
 
     def token(self, name: str) -> IssuedToken | None:
         """The minted token with this name, if any."""
-        return self._tokens.get(name)
+        return self._state.tokens.get(name)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -402,7 +314,7 @@ class Emulator:
     @property
     def sessions(self) -> list[LiveSession]:
         """Every Live WebSocket served, accepted or refused, oldest first."""
-        return list(self._sessions)
+        return list(self._state.sessions)
 
     def live_url(self, token_name: str | None = None, *, api_version: str = "v1alpha") -> str:
         """A Live API WebSocket URL on this emulator.
@@ -452,7 +364,7 @@ class Emulator:
             raise ValueError("status must be an HTTP status from 200 to 599")
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError("times must be a positive integer")
-        fault = _Fail(status, retry_after, body)
+        fault = Fail(status, retry_after, body)
         with self._lock:
             self._faults.extend([fault] * times)
 
@@ -468,13 +380,63 @@ class Emulator:
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError("times must be a positive integer")
         with self._lock:
-            self._faults.extend([_DROP] * times)
+            self._faults.extend([DROP] * times)
 
     def clear_faults(self) -> None:
         """Forget the faults and delays not yet applied."""
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+        with self._state.lock:
+            self._state.planned.clear()
+
+    # -- session lifetime --------------------------------------------------------------------
+
+    def go_away(self, session: LiveSession | None = None, *, time_left: float = 5.0) -> int:
+        """Tell open Live sessions to go away now, as the service does before closing them.
+
+        Each gets ``{"goAway": {"timeLeft": "<time_left>s"}}`` and, unless the client closes
+        first, is closed ``time_left`` seconds (real time) later with 1011 "Deadline expired
+        before operation could complete.". Its resumption handles stay valid, so the client
+        can resume the conversation on a new socket. Safe to call from any thread; the
+        message is sent on the emulator's loop right after.
+
+        Args:
+            session: The session (from `sessions`) to send it to; None for every open one.
+            time_left: The seconds announced and waited before closing.
+
+        Returns:
+            How many open sessions it was sent to.
+
+        Raises:
+            ConfigurationError: the emulator is not running.
+            ValueError: ``time_left`` is negative or not a number.
+        """
+        seconds = _seconds(time_left, "time_left")
+        loop = self._loop
+        if self._runner is None or loop is None:
+            raise ConfigurationError("go_away() needs a running emulator")
+        sockets = self._state.open_sockets(session)
+        for sock in sockets:
+            loop.call_soon_threadsafe(sock.go_away, seconds)
+        return len(sockets)
+
+    def go_away_next(self, *, after: float, time_left: float = 5.0, times: int = 1) -> None:
+        """Plan a ``goAway`` for each of the next ``times`` sessions to open.
+
+        Such a session gets ``goAway {timeLeft}`` ``after`` seconds (real time) after its
+        ``setupComplete``, and is closed ``time_left`` seconds later (see `go_away`). Plans
+        are used in order, before the emulator-wide ``go_away_after``; `clear_faults`
+        forgets those not yet used.
+
+        Raises:
+            ValueError: a negative time, or ``times`` not a positive integer.
+        """
+        plan = GoAwayPlan(_seconds(after, "after"), _seconds(time_left, "time_left"))
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+        with self._state.lock:
+            self._state.planned.extend([plan] * times)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -503,11 +465,11 @@ class Emulator:
             fault = self._faults.popleft() if self._faults else None
         if delay:
             await self._sleep(delay)
-        if fault == _DROP:
+        if fault == DROP:
             record.fault = "drop"
             request.protocol.force_close()
             return web.Response(status=500)  # never written: the connection is closed
-        if isinstance(fault, _Fail):
+        if isinstance(fault, Fail):
             record.fault = "fail"
             record.status = fault.status
             return fault.response()
@@ -527,14 +489,14 @@ class Emulator:
         if match:
             from gemini_tokens.testing._live import serve_live
 
-            return await serve_live(self, request, match[2], match[1])
+            return await serve_live(self._state, request, match[2], match[1])
         match = _TOKEN_PATH.fullmatch(path)
         if match and match[1] == "v1alpha" and request.method == "POST":
-            return self._create_token(request, record)
+            return create_token(self._state, request, record)
         if match:
             # Token creation exists only in v1alpha; the service's 404 has an empty message.
-            return _json_response(status_body(404, ""), 404)
-        return _json_response(
+            return json_response(status_body(404, ""), 404)
+        return json_response(
             status_body(
                 404,
                 f"The emulator serves POST /v1alpha/auth_tokens and the Live API WebSocket, "
@@ -543,126 +505,19 @@ class Emulator:
             404,
         )
 
-    def _create_token(self, request: web.Request, record: RecordedRequest) -> web.Response:
-        key = request.headers.get("x-goog-api-key") or request.query.get("key")
-        if not key:
-            if request.headers.get("Authorization"):
-                return _json_response(
-                    status_body(
-                        401,
-                        "Request had invalid authentication credentials. Expected OAuth 2 "
-                        "access token, login cookie or other valid authentication credential.",
-                        [
-                            {
-                                "@type": _TYPE + "ErrorInfo",
-                                "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
-                                "domain": "googleapis.com",
-                            }
-                        ],
-                    ),
-                    401,
-                )
-            return _json_response(status_body(403, _UNREGISTERED), 403)
-        if key != self._api_key:
-            details: list[dict[str, Any]] = [
-                {
-                    "@type": _TYPE + "ErrorInfo",
-                    "reason": "API_KEY_INVALID",
-                    "domain": "googleapis.com",
-                    "metadata": {"service": "generativelanguage.googleapis.com"},
-                },
-                {"@type": _TYPE + "LocalizedMessage", "locale": "en-US", "message": _KEY_INVALID},
-            ]
-            return _json_response(status_body(400, _KEY_INVALID, details), 400)
-        if record.raw.strip() and record.body is None:
-            return _bad_request(WireError("Invalid JSON payload received. Unexpected token."))
-        try:
-            token = self._mint({} if record.body is None else record.body)
-        except WireError as exc:
-            return _bad_request(exc)
-        self._tokens[token.name] = token
-        return _json_response(token.to_wire())
-
-    def _mint(self, body: Any) -> IssuedToken:
-        """Validate an AuthToken request body and make the token (not yet stored)."""
-        if not isinstance(body, Mapping):
-            raise WireError("Invalid JSON payload received. Expected an object.")
-        fields: dict[str, Any] = {}
-        for key, value in body.items():
-            name = camel(str(key))
-            if name not in _TOKEN_FIELDS:
-                raise unknown_field(str(key), "")
-            if name in fields:
-                raise invalid_value(str(key), "given twice (in camelCase and snake_case)")
-            fields[name] = value
-        now = self.clock.now()
-        uses = _parse_uses(fields.get("uses"))
-        expire = _parse_future(fields.get("expireTime"), "expire_time", now)
-        expire = expire or now + DEFAULT_EXPIRE
-        new_session = _parse_future(
-            fields.get("newSessionExpireTime"), "new_session_expire_time", now
-        )
-        new_session = new_session or min(now + DEFAULT_NEW_SESSION_EXPIRE, expire)
-        raw_setup = fields.get("bidiGenerateContentSetup")
-        setup = {} if raw_setup is None else parse_setup(raw_setup, "bidi_generate_content_setup")
-        mask = parse_mask(fields.get("fieldMask"))
-        check_covered(setup, mask)
-        return IssuedToken(
-            name="auth_tokens/" + secrets.token_urlsafe(32),
-            uses=uses,
-            expire_time=expire,
-            new_session_expire_time=new_session,
-            setup=setup,
-            field_mask=mask,
-            created_at=now,
-        )
-
-    # -- for _live ---------------------------------------------------------------------------
-
-    def _new_handle(self, session: LiveSession) -> str:
-        handle = "emulator-handle-" + secrets.token_urlsafe(16)
-        self._handles[handle] = session
-        return handle
-
-    def _has_handle(self, handle: str) -> bool:
-        return handle in self._handles
-
     async def _close_websockets(self, app: web.Application) -> None:
         from gemini_tokens.testing._live import GOING_AWAY
 
-        sockets = [sock for sock in list(self._websockets) if not sock.ws.closed]
+        sockets = [sock for sock in list(self._state.sockets) if not sock.closed]
         await asyncio.gather(
             *(sock.close(1001, GOING_AWAY) for sock in sockets), return_exceptions=True
         )
 
 
-def _parse_uses(value: Any) -> int:
-    if value is None:
-        return 1
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value)  # proto JSON accepts int32 as a string too
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid_value("uses", f"expected an integer (TYPE_INT32), got {value!r}")
-    if value < 0:
-        raise WireError(f"uses must be 0 (no limit) or more; got {value}.", "uses")
-    return value
-
-
-def _parse_future(value: Any, field: str, now: dt.datetime) -> dt.datetime | None:
-    if value is None:
-        return None
-    when = parse_time(value)
-    if when is None:
-        raise invalid_value(
-            field, f"expected an RFC 3339 timestamp (google.protobuf.Timestamp), got {value!r}"
-        )
-    if when <= now:
-        raise WireError(f"{field} must be in the future.", field)
-    if when - now >= MAX_AHEAD:
-        raise WireError(f"{field} must be less than 20 hours in the future.", field)
-    return when
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds")
+    return float(value)
 
 
 async def _shutdown(emu: Emulator, loop: asyncio.AbstractEventLoop) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._models import _redact_name
+from gemini_tokens.testing._core import format_time, redact_name
 
 __all__ = ["IssuedToken", "LiveSession", "RecordedRequest"]
 
 
 def _redact_optional(name: str | None) -> str:
-    return "None" if name is None else repr(_redact_name(name))
+    return "None" if name is None else repr(redact_name(name))
 
 
 @attrs.define(kw_only=True)
@@ -39,7 +39,7 @@ class IssuedToken:
         sessions_opened: Sessions opened with it so far (each counted a use).
     """
 
-    name: str = attrs.field(repr=_redact_name)
+    name: str = attrs.field(repr=redact_name)
     uses: int
     expire_time: dt.datetime
     new_session_expire_time: dt.datetime
@@ -55,8 +55,6 @@ class IssuedToken:
 
     def to_wire(self) -> dict[str, Any]:
         """The AuthToken resource, as the emulator answered it."""
-        from gemini_tokens._converters import format_time
-
         out: dict[str, Any] = {
             "name": self.name,
             "uses": self.uses,
@@ -111,7 +109,9 @@ class LiveSession:
         resumed: Whether it resumed an earlier session with a handle.
         counted_as_use: Whether opening it used up one of the token's uses.
         messages: The client messages received after ``setup``, keys normalised to camelCase.
-        close_code: The close code, once closed (by either side).
+        go_away: The ``timeLeft`` (seconds) of the ``goAway`` sent to it, if any.
+        close_code: The close code, once closed (by either side): 1005 when the client
+            closed without a status code, 1006 when the connection dropped without a close.
         close_reason: The close reason the emulator sent, if it closed the socket.
     """
 
@@ -125,5 +125,6 @@ class LiveSession:
     resumed: bool = False
     counted_as_use: bool = False
     messages: list[dict[str, Any]] = attrs.field(factory=list, repr=False)
+    go_away: float | None = None
     close_code: int | None = None
     close_reason: str | None = None

@@ -1,10 +1,10 @@
-"""How the emulator reads setups, field masks and Live messages, and applies the locks.
+"""How the emulator reads setups and field masks, and applies the locks.
 
-Everything is parsed with the package's own models and converters (`gemini_tokens._converters`),
-so the emulator and the client cannot drift apart: a setup is structured strictly into
-`LiveConnectConfig` (unknown fields and wrong types are refused, in camelCase or snake_case
-alike, as the service's proto-JSON parser does) and written back out with ``setup_to_wire``,
-which gives its canonical camelCase form.
+A setup is read by proto3's JSON rules (`_proto_json.read`: lowerCamelCase or snake_case
+names, integers as numbers or decimal strings, enums by name; unknown fields, wrong types and
+out-of-range values refused), then structured with the package's own converter into
+`LiveConnectConfig` and written back out with ``setup_to_wire``, which gives its canonical
+camelCase form. So the emulator and the client cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,59 +17,40 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._converters import (
+from gemini_tokens.testing._core import (
     GENERATION_FIELDS,
     SETUP_FIELDS,
+    GenerationConfig,
+    LiveConnectConfig,
+    LiveConnectConstraints,
+    ValidationError,
     camel,
     setup_to_wire,
     snake,
     user,
-    wire,
 )
-from gemini_tokens._errors import ValidationError
-from gemini_tokens._models import (
-    Content,
-    GenerationConfig,
-    LiveConnectConfig,
-    LiveConnectConstraints,
+from gemini_tokens.testing._proto_json import (
+    WireError,
+    invalid_value,
+    read,
+    unknown_field,
 )
 
 __all__ = [
-    "CLIENT_MESSAGES",
     "MASK_INVALID",
     "MASK_UNCOVERED",
-    "WireError",
     "check_covered",
     "effective_setup",
-    "normalise_message",
     "parse_mask",
     "parse_setup",
-    "turn_text",
 ]
 
 MASK_INVALID = "field_mask is invalid for BidiGenerateContentSetup"
 MASK_UNCOVERED = "BidiGenerateContentSetup contains fields that are not specified in field_mask"
 
-#: The client messages of BidiGenerateContent (a oneof), in canonical camelCase.
-CLIENT_MESSAGES = ("setup", "clientContent", "realtimeInput", "toolResponse")
-
 # GenerationConfig fields the service knows but our model does not: passed through verbatim.
 _EXTRA_GENERATION = GENERATION_FIELDS - {f.name for f in attrs.fields(GenerationConfig)}
 _SETUP_NAMES = frozenset({"model", "generation_config", *SETUP_FIELDS})
-
-
-class WireError(Exception):
-    """A message or body the service would refuse with INVALID_ARGUMENT.
-
-    Attributes:
-        message: The service-style message.
-        field: The proto path of the offending field (snake_case), for ``BadRequest``.
-    """
-
-    def __init__(self, message: str, field: str = "") -> None:
-        self.message = message
-        self.field = field
-        super().__init__(message)
 
 
 def _join(root: str, path: str) -> str:
@@ -81,17 +62,9 @@ def _proto_path(path: str) -> str:
     return ".".join(snake(part) for part in path.split(".") if part)
 
 
-def unknown_field(name: str, at: str) -> WireError:
-    """The proto-JSON parser's message for a field that does not exist."""
-    where = f" at '{at}'" if at else ""
-    return WireError(
-        f'Invalid JSON payload received. Unknown name "{name}"{where}: Cannot find field.', at
-    )
-
-
-def invalid_value(at: str, what: str) -> WireError:
-    """The proto-JSON parser's message for a value of the wrong type."""
-    return WireError(f"Invalid value at '{at}': {what}", at)
+def _is_name(key: str, name: str) -> bool:
+    """Whether ``key`` spells field ``name`` as proto JSON allows (camelCase or snake_case)."""
+    return key in (name, camel(name))
 
 
 def _from_validation(exc: ValidationError, root: str) -> WireError:
@@ -101,48 +74,59 @@ def _from_validation(exc: ValidationError, root: str) -> WireError:
     return invalid_value(_join(root, _proto_path(exc.field)), exc.rule)
 
 
+def _config_types() -> dict[str, Any]:
+    return {f.name: f.type for f in attrs.fields(attrs.resolve_types(LiveConnectConfig))}
+
+
+def _read_generation(value: Any, path: str, extras: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise invalid_value(path, "GenerationConfig", value, "expected an object")
+    modelled: dict[str, Any] = {}
+    for key, item in value.items():
+        name = snake(str(key))
+        if name in _EXTRA_GENERATION and _is_name(str(key), name):
+            if camel(name) in extras:
+                raise invalid_value(_join(path, name), "given twice (as camelCase and snake_case)")
+            extras[camel(name)] = item
+        else:
+            modelled[str(key)] = item
+    normalised: dict[str, Any] = read(modelled, GenerationConfig, path)
+    return normalised
+
+
 def parse_setup(raw: Any, root: str) -> dict[str, Any]:
-    """Validate a ``BidiGenerateContentSetup`` and return its canonical camelCase form.
+    """Read a ``BidiGenerateContentSetup`` as proto3 JSON; returns its canonical camelCase form.
 
     Args:
         raw: The setup as received (lowerCamelCase or snake_case keys).
         root: Its proto path, for messages (``setup``, ``bidi_generate_content_setup``).
 
     Raises:
-        WireError: an unknown field or a value of the wrong type.
+        WireError: an unknown field, a value of the wrong type or out of range.
     """
     if not isinstance(raw, Mapping):
-        raise invalid_value(root, f"expected an object, got {type(raw).__name__}")
+        raise invalid_value(root, "BidiGenerateContentSetup", raw, "expected an object")
+    types_ = _config_types()
     config: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     model: str | None = None
     seen: set[str] = set()
     for key, value in raw.items():
         name = snake(str(key))
-        if name not in _SETUP_NAMES:
+        if name not in _SETUP_NAMES or not _is_name(str(key), name):
             raise unknown_field(str(key), root)
         if name in seen:
-            raise invalid_value(_join(root, name), "given twice (in camelCase and snake_case)")
+            raise invalid_value(_join(root, name), "given twice (as camelCase and snake_case)")
         seen.add(name)
         if value is None:
             continue
+        path = _join(root, name)
         if name == "model":
-            if not isinstance(value, str):
-                raise invalid_value(_join(root, "model"), "expected a string")
-            model = value
+            model = read(value, str, path)
         elif name == "generation_config":
-            if not isinstance(value, Mapping):
-                raise invalid_value(_join(root, name), "expected an object")
-            generation: dict[str, Any] = {}
-            for gen_key, gen_value in value.items():
-                gen_name = snake(str(gen_key))
-                if gen_name in _EXTRA_GENERATION:
-                    extras[camel(gen_name)] = gen_value
-                else:
-                    generation[gen_name] = gen_value
-            config[name] = generation
+            config[name] = _read_generation(value, path, extras)
         else:
-            config[name] = value
+            config[name] = read(value, types_[name], path, name)
     try:
         structured = user.structure(config, LiveConnectConfig) if config else None
     except ValidationError as exc:
@@ -313,52 +297,3 @@ def effective_setup(
         else:
             _delete(result, path)
     return result
-
-
-# -- Live messages -------------------------------------------------------------------------
-
-
-def normalise_message(raw: Any) -> tuple[str, Any]:
-    """A client message -> ``(kind, payload)``, field names in camelCase.
-
-    The service parses messages as proto JSON, so ``client_content`` and ``clientContent`` are
-    the same field. Only the names of the message's own fields are renamed; user data
-    (function responses, inline data) is kept as sent.
-
-    Raises:
-        WireError: not an object, an unknown field, or not exactly one message kind.
-    """
-    if not isinstance(raw, Mapping):
-        raise WireError("Invalid JSON payload received. Expected an object.")
-    kinds: list[tuple[str, Any]] = []
-    for key, value in raw.items():
-        kind = camel(str(key))
-        if kind not in CLIENT_MESSAGES:
-            raise unknown_field(str(key), "")
-        if kind != "setup" and isinstance(value, Mapping):
-            value = {camel(str(k)): v for k, v in value.items()}
-        kinds.append((kind, value))
-    if len(kinds) != 1:
-        raise WireError(
-            "Invalid argument: a message must set exactly one of "
-            "setup, clientContent, realtimeInput, toolResponse."
-        )
-    return kinds[0]
-
-
-def turn_text(turns: Any) -> str:
-    """The text of the user's parts in ``clientContent.turns``."""
-    if isinstance(turns, Mapping):
-        turns = [turns]
-    try:
-        contents: list[Content] = wire.structure(turns, list[Content])
-    except (ValidationError, TypeError, ValueError):
-        raise invalid_value("client_content.turns", "expected a list of Content") from None
-    texts = [
-        part.text
-        for content in contents
-        if content.role in (None, "user")
-        for part in content.parts or ()
-        if part.text
-    ]
-    return " ".join(texts)

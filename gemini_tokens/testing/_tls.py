@@ -14,7 +14,7 @@ import ssl
 import tempfile
 from typing import Any
 
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.testing._core import ConfigurationError
 
 __all__ = ["ThrowawayCA"]
 
