@@ -1,90 +1,61 @@
-"""An aiohttp token server: ``POST /token`` mints a token for an authenticated caller.
+"""An aiohttp app that hands out tokens with the broker, and serves the browser page.
 
-The app shares its own ``aiohttp.ClientSession`` with the token client and closes it on
-shutdown. It also serves the browser client in ``examples/browser/`` at ``/``.
+``POST /token`` answers a signed-in caller with a single-use token locked to one
+model and text replies; ``/`` is the page in ``examples/browser/`` that fetches one
+and opens a Live session with it.
 
-Run it (the key stays on the server)::
+Try it offline against the bundled emulator (no key, no network)::
 
-    GEMINI_API_KEY=... python examples/aiohttp_app.py --port 8080
+    gemini-tokens emulator              # in another terminal; prints the two exports
+    export GEMINI_BASE_URL=http://127.0.0.1:PORT GEMINI_API_KEY=emulator-...
+    python examples/aiohttp_app.py --port 8080      # then open http://127.0.0.1:8080/
 
-or against the local emulator::
-
-    gemini-tokens emulator            # prints GEMINI_BASE_URL and GEMINI_API_KEY to export
-    python examples/aiohttp_app.py
+With a real key, only ``GEMINI_API_KEY`` is needed (the key stays on this server).
 """
 
 from __future__ import annotations
 
 import argparse
 import hmac
-import math
 import pathlib
-from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-import gemini_tokens
+from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
+from gemini_tokens.broker.aiohttp import add_routes
 
 BROWSER_DIR = pathlib.Path(__file__).resolve().parent / "browser"
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-TOKENS = web.AppKey("tokens", gemini_tokens.AsyncClient)
 
-# REPLACE THIS: a placeholder for your real authentication (a session cookie, OAuth, ...).
+# REPLACE THIS: a placeholder for your real authentication (a session cookie, OAuth).
 # Only callers you know may mint tokens, or anyone could spend your quota through you.
 DEMO_BEARER_TOKENS = {"demo-user-token": "alice"}
 
 
-def authenticate(request: web.Request) -> str:
-    """Return the caller's user id, or answer 401. Replace with your own check."""
+async def authorize(request: BrokerRequest) -> Caller:
+    """The caller behind the request, or `Denied`. Replace with your own check."""
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     for secret, user in DEMO_BEARER_TOKENS.items():
-        if scheme == "Bearer" and hmac.compare_digest(credential.encode(), secret.encode()):
-            return user
-    raise web.HTTPUnauthorized(text="sign in first")
+        same = hmac.compare_digest(credential.encode(), secret.encode())
+        if scheme == "Bearer" and same:
+            return Caller(id=user)
+    raise Denied(401, "sign in first")
 
 
-async def token_client(app: web.Application) -> AsyncIterator[None]:
-    """One ClientSession for the app, shared with the token client, closed on shutdown."""
-    async with (
-        aiohttp.ClientSession() as session,
-        gemini_tokens.AsyncClient(session=session) as client,
-    ):
-        app[TOKENS] = client
-        yield
-
-
-async def mint_token(request: web.Request) -> web.Response:
-    """Mint a single-use token locked to one model and text replies."""
-    authenticate(request)
-    try:
-        token = await request.app[TOKENS].create(
+def make_broker() -> TokenBroker:
+    """Single-use tokens locked to the model and text replies; 10 a minute per user."""
+    return TokenBroker(
+        authorize=authorize,
+        policy=Policy(
+            model=MODEL,
+            config={"response_modalities": ["TEXT"], "temperature": 0.7},
             uses=1,
             expire_minutes=30,
-            live_connect_constraints={
-                "model": MODEL,
-                "config": {"response_modalities": ["TEXT"], "temperature": 0.7},
-            },
-        )
-    except gemini_tokens.APIStatusError as exc:
-        if exc.status_code in (429, 503) or exc.retry_after is not None:
-            raise retry_later(exc) from None
-        raise web.HTTPBadGateway(text="token service error") from None
-    except gemini_tokens.APIError:
-        raise web.HTTPBadGateway(text="token service unreachable") from None
-    # The token's name and its Live URL; never the API key.
-    return web.json_response({**token.to_dict(), "liveUrl": token.live_url()})
-
-
-def retry_later(exc: gemini_tokens.APIStatusError) -> web.HTTPException:
-    """Pass the service's back-off on to our own caller (429 or 503 + Retry-After)."""
-    cls = (
-        web.HTTPTooManyRequests
-        if isinstance(exc, gemini_tokens.RateLimitError)
-        else web.HTTPServiceUnavailable
+            new_session_expire_minutes=1,
+        ),
+        rate_limits=["10/minute", "200/day"],
+        global_rate_limits=["600/minute"],
     )
-    retry_after = str(math.ceil(exc.retry_after or 1))
-    return cls(headers={"Retry-After": retry_after}, text="try again later")
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -93,10 +64,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def make_app() -> web.Application:
-    """Build the app; the token client reads GEMINI_API_KEY and GEMINI_BASE_URL."""
+    """The app; the broker's client reads GEMINI_API_KEY (and GEMINI_BASE_URL)."""
     app = web.Application()
-    app.cleanup_ctx.append(token_client)
-    app.router.add_post("/token", mint_token)
+    add_routes(app, make_broker(), path="/token")  # its client closes with the app
     app.router.add_get("/", index)
     app.router.add_static("/static/", BROWSER_DIR)
     return app

@@ -7,6 +7,15 @@ pool processes; each child gets a fresh event loop and connection pool on first 
 
 The broker defaults to a local folder (kombu's filesystem transport) so the example runs
 without Redis or RabbitMQ; set CELERY_BROKER_URL for a real one.
+
+A failed mint reaches the caller as the library's own typed exception, with its fields,
+through the result backend's default JSON (every gemini-tokens exception is rebuilt from its
+``args``)::
+
+    try:
+        data = mint_token.delay(user_id).get(timeout=10)
+    except gemini_tokens.RateLimitError as exc:
+        ...  # answer 429 with Retry-After: exc.retry_after, or retry the task later
 """
 
 from __future__ import annotations
@@ -41,7 +50,9 @@ app.conf.broker_connection_retry_on_startup = True
 tokens = gemini_tokens.Client()
 
 
-@app.task
+# A rate limit is an answer for the caller, not a worker failure: Celery logs it briefly, no
+# traceback. Other errors (ServerError ...) are logged in full, and reach the caller typed too.
+@app.task(throws=(gemini_tokens.RateLimitError,))
 def mint_token(user_id: str, uses: int = 1) -> dict[str, Any]:
     """Mint a token for ``user_id`` and return its JSON form (never the API key).
 

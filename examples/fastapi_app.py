@@ -1,74 +1,88 @@
-"""A FastAPI token server: a lifespan-managed AsyncClient, injected into the handler.
+"""A FastAPI app that hands out tokens with the broker: ``POST /token``.
 
-Run it::
+The endpoint is documented in the app's OpenAPI (``/docs``), with its request body
+(the voice and temperature the client may choose) and every error answer.
 
-    GEMINI_API_KEY=... uvicorn examples.fastapi_app:app --port 8080
+Try it offline against the bundled emulator, from any directory::
+
+    gemini-tokens emulator              # in another terminal; prints the two exports
+    export GEMINI_BASE_URL=http://127.0.0.1:PORT GEMINI_API_KEY=emulator-...
+    python path/to/fastapi_app.py --port 8080
+    curl -X POST http://127.0.0.1:8080/token \\
+         -H 'Authorization: Bearer demo-user-token' \\
+         -H 'Content-Type: application/json' \\
+         -d '{"config": {"speech_config": "Puck"}}'
+
+The answer is the token (``name``, ``expireTime``, ...) plus ``liveUrl``, the Live API
+WebSocket the browser opens with it, and ``serverTime``. With a real key, only
+``GEMINI_API_KEY`` is needed. Under uvicorn directly: ``uvicorn --app-dir examples
+fastapi_app:app``.
 """
 
 from __future__ import annotations
 
+import argparse
 import hmac
-import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI
 
-import gemini_tokens
+from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
+from gemini_tokens.broker.fastapi import router
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
-# REPLACE THIS: a placeholder for your real authentication (a session, OAuth, an API gateway).
+# REPLACE THIS: a placeholder for your real authentication (a session, OAuth).
 DEMO_BEARER_TOKENS = {"demo-user-token": "alice"}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """One token client for the app's lifetime: its connection pool is reused per request."""
-    async with gemini_tokens.AsyncClient() as client:  # GEMINI_API_KEY from the environment
-        app.state.tokens = client
-        yield
-
-
-app = FastAPI(lifespan=lifespan)
-
-
-def token_client(request: Request) -> gemini_tokens.AsyncClient:
-    """Dependency: the app's token client."""
-    client: gemini_tokens.AsyncClient = request.app.state.tokens
-    return client
-
-
-def current_user(authorization: Annotated[str, Header()] = "") -> str:
-    """Dependency: the caller's user id. Replace with your own authentication."""
-    scheme, _, credential = authorization.partition(" ")
+async def authorize(request: BrokerRequest) -> Caller:
+    """The caller behind the request, or `Denied`. Replace with your own check."""
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     for secret, user in DEMO_BEARER_TOKENS.items():
-        if scheme == "Bearer" and hmac.compare_digest(credential.encode(), secret.encode()):
-            return user
-    raise HTTPException(status_code=401, detail="sign in first")
+        same = hmac.compare_digest(credential.encode(), secret.encode())
+        if scheme == "Bearer" and same:
+            return Caller(id=user)
+    raise Denied(401, "sign in first")
 
 
-@app.post("/token")
-async def mint_token(
-    user: Annotated[str, Depends(current_user)],
-    tokens: Annotated[gemini_tokens.AsyncClient, Depends(token_client)],
-) -> dict[str, Any]:
-    """Mint a single-use token locked to one model; pass 429/503 back with Retry-After."""
-    try:
-        token = await tokens.create(
-            uses=1,
-            live_connect_constraints={"model": MODEL, "config": {"response_modalities": ["AUDIO"]}},
-        )
-    except gemini_tokens.APIStatusError as exc:
-        if exc.status_code in (429, 503) or exc.retry_after is not None:
-            status = 429 if isinstance(exc, gemini_tokens.RateLimitError) else 503
-            raise HTTPException(
-                status_code=status,
-                detail="try again later",
-                headers={"Retry-After": str(math.ceil(exc.retry_after or 1))},
-            ) from None
-        raise HTTPException(status_code=502, detail="token service error") from None
-    except gemini_tokens.APIError:
-        raise HTTPException(status_code=502, detail="token service unreachable") from None
-    return token.to_dict()  # the token, never the API key
+POLICY = Policy(
+    model=MODEL,
+    config={"response_modalities": ["AUDIO"]},
+    lock_additional_fields=[],  # lock what is set, the client's choices included
+    uses=2,  # one session and one resumption
+    expire_minutes=15,
+    new_session_expire_minutes=1,
+    client_may_set={"speech_config": ["Kore", "Puck"], "temperature": (0.0, 1.0)},
+)
+
+
+def create_app() -> FastAPI:
+    """The app; the broker's client reads GEMINI_API_KEY (and GEMINI_BASE_URL) now."""
+    broker = TokenBroker(
+        authorize=authorize,
+        policy=POLICY,
+        rate_limits=["10/minute", "200/day"],
+        global_rate_limits=["600/minute"],
+        # The origins of your front end, if it is not served from this host:
+        allowed_origins=["http://localhost:5173"],
+    )
+    app = FastAPI(title="Token server")
+    app.include_router(router(broker, path="/token"))  # its lifespan closes the client
+    return app
+
+
+app = create_app()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

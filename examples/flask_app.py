@@ -1,56 +1,57 @@
-"""A Flask token server with the sync Client: one client per process, fork-safe.
+"""A Flask app with the broker mounted at ``/token`` (WSGI, on the sync client).
 
-Run it under gunicorn; ``--preload`` imports this module (and builds the client) once in the
-master, and each forked worker gets its own event loop and connection pool on first use::
+Run it under gunicorn; ``--preload`` builds the broker once in the master, and each
+forked worker gets its own event loop and connection pool on first use::
 
     GEMINI_API_KEY=... gunicorn --preload -w 4 -b 127.0.0.1:8080 examples.flask_app:app
+
+Try it offline: ``gemini-tokens emulator`` prints the ``GEMINI_BASE_URL`` and
+``GEMINI_API_KEY`` to export first. With several workers, set
+``TOKEN_BROKER_STORAGE=redis://127.0.0.1:6379/0`` so they share one set of rate limits.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
-from typing import Any
+import os
 
-from flask import Flask, request
-from werkzeug.exceptions import Unauthorized
+from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-import gemini_tokens
+from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
-# REPLACE THIS: a placeholder for your real authentication (flask-login, a session, OAuth).
+# REPLACE THIS: a placeholder for your real authentication (flask-login, OAuth).
 DEMO_BEARER_TOKENS = {"demo-user-token": "alice"}
 
-app = Flask(__name__)
-# One client per process, shared by all threads; the library makes it fork-safe.
-tokens = gemini_tokens.Client()
 
-
-def authenticate() -> str:
-    """Return the caller's user id, or answer 401. Replace with your own check."""
+def authorize(request: BrokerRequest) -> Caller:
+    """The caller behind the request, or `Denied`. (A sync hook runs in a thread.)"""
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     for secret, user in DEMO_BEARER_TOKENS.items():
-        if scheme == "Bearer" and hmac.compare_digest(credential.encode(), secret.encode()):
-            return user
-    raise Unauthorized("sign in first")
+        same = hmac.compare_digest(credential.encode(), secret.encode())
+        if scheme == "Bearer" and same:
+            return Caller(id=user)
+    raise Denied(401, "sign in first")
 
 
-@app.post("/token")
-def mint_token() -> Any:
-    """Mint a single-use token locked to one model."""
-    authenticate()
-    try:
-        token = tokens.create(
-            uses=1,
-            live_connect_constraints={"model": MODEL, "config": {"response_modalities": ["AUDIO"]}},
-        )
-    except gemini_tokens.APIStatusError as exc:
-        if exc.status_code in (429, 503) or exc.retry_after is not None:
-            status = 429 if isinstance(exc, gemini_tokens.RateLimitError) else 503
-            retry_after = str(math.ceil(exc.retry_after or 1))
-            return {"error": "try again later"}, status, {"Retry-After": retry_after}
-        return {"error": "token service error"}, 502
-    except gemini_tokens.APIError:
-        return {"error": "token service unreachable"}, 502
-    return token.to_dict()  # the token, never the API key
+broker = TokenBroker(
+    authorize=authorize,
+    policy=Policy(model=MODEL, config={"response_modalities": ["AUDIO"]}, uses=1),
+    rate_limits=["10/minute", "200/day"],
+    storage_uri=os.environ.get("TOKEN_BROKER_STORAGE", "memory://"),
+)
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index() -> str:
+    """The rest of your app."""
+    return "POST /token for a token"
+
+
+# The broker answers /token (and the routes below it); Flask answers everything else.
+mounted = DispatcherMiddleware(app.wsgi_app, {"/token": broker.wsgi})
+app.wsgi_app = mounted  # type: ignore[method-assign]

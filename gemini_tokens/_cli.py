@@ -228,7 +228,13 @@ def _add_demo(commands: Any) -> None:
     demo.set_defaults(handler=_cmd_demo)
 
 
-_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_create, _add_emulator, _add_demo)
+def _add_serve(commands: Any) -> None:
+    from gemini_tokens.broker._serve_cli import add_serve_command  # `gemini-tokens serve`
+
+    add_serve_command(commands)
+
+
+_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_create, _add_emulator, _add_demo, _add_serve)
 
 
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
@@ -401,22 +407,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser, subcommands = _build_parser()
     args, extras = parser.parse_known_args(argv)
-    command = subcommands.get(args.command, parser)
     if extras:
-        command.unrecognized(extras)
+        subcommands.get(args.command, parser).unrecognized(extras)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
     try:
         result: int = args.handler(args)
     except (ValidationError, ConfigurationError) as exc:
-        print(f"{command.prog}: error: {exc}", file=sys.stderr)
+        print(f"gemini-tokens: error: {exc}", file=sys.stderr)
         return 2
     except APIError as exc:
         print(f"gemini-tokens: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except GeminiTokensError as exc:  # pragma: no cover - every subclass is handled above
-        print(f"{command.prog}: error: {exc}", file=sys.stderr)
+        print(f"gemini-tokens: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

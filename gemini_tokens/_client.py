@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from gemini_tokens import _instrumentation
 from gemini_tokens._config import (
     DEFAULT_API_VERSION,
     MAX_RESPONSE_BYTES,
@@ -33,7 +34,7 @@ from gemini_tokens._config import (
     resolve_timeout,
     resolve_verify,
 )
-from gemini_tokens._converters import body_bytes, token_from_response
+from gemini_tokens._converters import body_bytes, body_for
 from gemini_tokens._errors import (
     APIError,
     ConfigurationError,
@@ -41,8 +42,9 @@ from gemini_tokens._errors import (
     ValidationError,
     error_from_response,
 )
-from gemini_tokens._models import EphemeralToken, LiveConnectConstraints
-from gemini_tokens._request import TokenRequest, build_request, reject_unknown
+from gemini_tokens._models import EphemeralToken, LiveConnectConstraints, TokenRequest
+from gemini_tokens._parse import parse_token
+from gemini_tokens._request import build_request, reject_unknown
 from gemini_tokens._retry import RetryPolicy, call_with_retries, parse_retry_after
 from gemini_tokens._version import __version__
 
@@ -90,9 +92,9 @@ def _load_transport() -> types.ModuleType:
     on the caller's event loop (importing aiohttp alone takes about 100 ms).
     """
     from gemini_tokens import _transport
-    from gemini_tokens._converters import _converters
+    from gemini_tokens._converters import converters
 
-    _converters()  # the cattrs converters the first create() with constraints would build
+    converters()  # the cattrs converters the first create() with constraints would build
     return _transport
 
 
@@ -331,12 +333,18 @@ class AsyncClient:
             or not (math.isfinite(deadline) and deadline > 0)
         ):
             raise ValidationError("deadline", "must be a positive, finite number of seconds")
-        body = _encode_request(request)
+        body = body_for(request)
+        data = body_bytes(body)
+        model = None if request.constraints is None else request.constraints.model
+        observer = _instrumentation.mint(model, request.uses)
         try:
-            # A partial, not a nested coroutine: one coroutine frame fewer on every await.
-            return await call_with_retries(
-                functools.partial(self._attempt, body, request), policy, deadline=deadline
-            )
+            with observer:  # OpenTelemetry's span and metrics; nothing without it
+                # A partial, not a nested coroutine: one coroutine frame fewer on every await.
+                return await call_with_retries(
+                    observer.wrap(functools.partial(self._attempt, data, request, body)),
+                    policy,
+                    deadline=deadline,
+                )
         except APIError as exc:
             # The one place that cuts the chain: an aiohttp or JSON error below may quote the
             # request (the API key) or the response (a token), and ``from None`` only hides
@@ -384,7 +392,11 @@ class AsyncClient:
         self._pid = os.getpid()
 
     async def _attempt(
-        self, body: bytes, request: TokenRequest, remaining: float | None
+        self,
+        data: bytes,
+        request: TokenRequest,
+        body: Mapping[str, Any],
+        remaining: float | None,
     ) -> EphemeralToken:
         """One POST, and the token in its answer; a typed error otherwise.
 
@@ -400,7 +412,7 @@ class AsyncClient:
             or self._loop is not asyncio.get_running_loop()
         ):
             session = await self._open_session()  # raises if the client is closed
-        reply = await self._http.post(session, self._url, body, self._http.timeout(remaining))
+        reply = await self._http.post(session, self._url, data, self._http.timeout(remaining))
         status, raw = reply.status, reply.body
         if not 200 <= status < 300:
             raise error_from_response(
@@ -423,19 +435,21 @@ class AsyncClient:
                 f"the service answered {status} with a body that is not JSON", status_code=status
             ) from None
         try:
-            token = token_from_response(
-                payload, request, base_url=self._base_url, api_version=self._api_version
+            return parse_token(
+                payload,
+                request,
+                body,
+                status=status,
+                base_url=self._base_url,
+                api_version=self._api_version,
             )
+        except InvalidResponseError:
+            raise
         except Exception:  # any surprise in a 2xx body is "not a usable token"
             raise InvalidResponseError(
                 f"the service answered {status} with a token this library cannot read",
                 status_code=status,
             ) from None
-        if token is None:
-            raise InvalidResponseError(
-                f"the service answered {status} without a token name", status_code=status
-            )
-        return token
 
 
 def _tls_setting(
@@ -458,20 +472,3 @@ def _tls_setting(
         verify = True
     setting: ssl.SSLContext | bool = transport.ssl_setting(verify)
     return setting
-
-
-def _encode_request(request: TokenRequest) -> bytes:
-    """The request body as JSON, or a `ValidationError` (before anything is sent).
-
-    Free-form options (``avatar_config``, tool settings, JSON schemas) are passed through
-    as given; a value JSON cannot carry (a set, bytes, NaN, a cycle) must not escape as a
-    TypeError, nor go out as invalid JSON.
-    """
-    try:
-        return body_bytes(request)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValidationError(
-            "live_connect_constraints",
-            "must hold only JSON values (str, int, float, bool, None, lists, dicts); "
-            f"{type(exc).__name__}: {exc}",
-        ) from None

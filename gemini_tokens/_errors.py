@@ -19,10 +19,15 @@ Every exception this library raises on purpose derives from `GeminiTokensError`:
         └── InvalidResponseError                 a 2xx answer that is not a token
 
 Messages never contain the API key or a token's name.
+
+Every exception keeps the arguments it was made with, in order, in ``args``, so that
+``type(exc)(*exc.args)`` rebuilds it: it survives ``pickle`` (a ``ProcessPoolExecutor``),
+``copy`` and a task queue's JSON result backend (Celery) with its type and every field.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -53,10 +58,16 @@ _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 _TOKEN_NAME = re.compile(r"auth_tokens/[^\s\"'<>,;:)\]}]+")
 #: The service's messages are a sentence or two; a proxy's may be a whole page.
 _MAX_MESSAGE = 500
+#: A run of this many characters of a secret is blanked out even where the rest of it is cut
+#: off (aiohttp quotes 100 bytes of an overlong header line a proxy reflected, ending "...").
+_MIN_FRAGMENT = 8
 
 
 class GeminiTokensError(Exception):
-    """Base class of every exception raised by gemini-tokens."""
+    """Base class of every exception raised by gemini-tokens.
+
+    ``args`` holds the constructor's arguments, so ``type(exc)(*exc.args)`` is a copy.
+    """
 
 
 class ValidationError(GeminiTokensError, ValueError):
@@ -69,9 +80,12 @@ class ValidationError(GeminiTokensError, ValueError):
     """
 
     def __init__(self, field: str, rule: str) -> None:
+        super().__init__(field, rule)
         self.field = field
         self.rule = rule
-        super().__init__(f"{field}: {rule}" if field else rule)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}" if self.field else self.rule
 
     def at(self, prefix: str) -> ValidationError:
         """Return the same error with ``prefix`` put in front of its field path."""
@@ -90,15 +104,30 @@ class ConfigurationError(GeminiTokensError):
 class APIError(GeminiTokensError):
     """Something went wrong while talking to the token service.
 
+    Args:
+        message: What went wrong, in words (never a secret).
+        attempts: How many HTTP attempts were made.
+
     Attributes:
         attempts: How many HTTP attempts were made before this error was raised (also
-            shown in the message when more than one).
+            shown in the message when more than one). It is the last of ``args``.
     """
 
-    attempts: int = 1
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message, attempts)
+
+    @property
+    def attempts(self) -> int:
+        """How many HTTP attempts were made (the last of ``args``)."""
+        attempts: int = self.args[-1]
+        return attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:  # the retry loop counts on the last error
+        self.args = (*self.args[:-1], value)
 
     def __str__(self) -> str:
-        text = super().__str__()
+        text = str(self.args[0])
         if self.attempts > 1:
             text += f" (after {self.attempts} attempts)"
         return text
@@ -123,7 +152,6 @@ class APIStatusError(APIError):
     def __init__(
         self,
         message: str,
-        *,
         status_code: int,
         status: str | None = None,
         details: Sequence[Mapping[str, Any]] = (),
@@ -137,8 +165,9 @@ class APIStatusError(APIError):
         self.details = list(details)
         self.reason = reason
         self.retry_after = retry_after
-        self.attempts = attempts
-        super().__init__(message)
+        GeminiTokensError.__init__(
+            self, message, status_code, status, self.details, reason, retry_after, attempts
+        )
 
     def __str__(self) -> str:
         head = f"{self.status_code} {self.status}" if self.status else str(self.status_code)
@@ -199,10 +228,6 @@ class ServerError(APIStatusError):
 class APIConnectionError(APIError):
     """No usable answer arrived: connection refused or reset, DNS or TLS failure."""
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
-        self.attempts = attempts
-        super().__init__(message)
-
 
 class APITimeoutError(APIConnectionError):
     """The connect timeout, the total timeout or the call's deadline expired."""
@@ -222,10 +247,9 @@ class InvalidResponseError(APIError):
     Not retried: the service may have minted a token that we could not read.
     """
 
-    def __init__(self, message: str, *, status_code: int = 200, attempts: int = 1) -> None:
+    def __init__(self, message: str, status_code: int = 200, attempts: int = 1) -> None:
         self.status_code = status_code
-        self.attempts = attempts
-        super().__init__(message)
+        GeminiTokensError.__init__(self, message, status_code, attempts)
 
 
 def _parse_duration(value: object) -> float | None:
@@ -240,15 +264,39 @@ def _parse_duration(value: object) -> float | None:
 
 
 def redact_secrets(text: str, secrets: Sequence[str] = ()) -> str:
-    """Blank out ``secrets`` (the API key) and anything shaped like a token's name.
+    """Blank out ``secrets`` (the API key), whole or cut short, and token names.
 
     The service has no reason to echo either, but a proxy or a future message might; a
-    message that reaches a log must not carry them.
+    message that reaches a log must not carry them. A secret cut short at either end (or
+    both) still counts: any run of at least `_MIN_FRAGMENT` of its characters, in order,
+    becomes ``***``. Anything shaped like a token's name (``auth_tokens/...``) goes too.
     """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            text = _blank_out(text, secret)
     return _TOKEN_NAME.sub("auth_tokens/***", text)
+
+
+def _blank_out(text: str, secret: str) -> str:
+    """``text`` with every run of ``secret``'s characters of a telling length as ``***``."""
+    return _runs_of(secret).sub("***", text)
+
+
+@functools.lru_cache(maxsize=8)  # a process has a key or two
+def _runs_of(secret: str) -> re.Pattern[str]:
+    """A pattern for any run of ``secret`` at least `_MIN_FRAGMENT` long (or all of it).
+
+    One branch per place a run can start: its first characters, then as many of the
+    following ones as the text has (``ab(?:c(?:d)?)?``).
+    """
+    size = min(len(secret), _MIN_FRAGMENT)
+    branches = []
+    for start in range(len(secret) - size + 1):
+        rest = ""
+        for char in reversed(secret[start + size :]):
+            rest = f"(?:{re.escape(char)}{rest})?"
+        branches.append(re.escape(secret[start : start + size]) + rest)
+    return re.compile("|".join(branches))
 
 
 def _redact_tree(value: Any, secrets: Sequence[str]) -> Any:

@@ -1,8 +1,12 @@
-"""The data: immutable attrs classes in the user's words (snake_case).
+"""The Live config a token is constrained to: immutable attrs classes in the user's words.
 
 How these cross the wire (camelCase, shorthands, flattening) is owned by `_converters`; the
-classes here only describe shapes. Every class is frozen and keyword-only; every field is
-optional and ``None`` means "not set" (it is omitted on the wire).
+classes here only describe shapes, and this module imports nothing of the package's but the
+other data modules (`_structures`, `_enums`, `_times`). Also here: `TokenRequest`, a request
+as `_request` validates it, and `EphemeralToken`, the minted token, which carries the setup
+JSON the parser gave it, so that `EphemeralToken.to_dict` needs no converter. Every class
+is frozen and keyword-only; every field is optional and ``None`` means "not set" (it is
+omitted on the wire).
 
 The config classes mirror the official SDK's ``google.genai.types`` so that a dict written for
 one works with the other.
@@ -10,81 +14,59 @@ one works with the other.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
+
+from gemini_tokens._enums import (
+    ActivityHandling,
+    AudioTranscriptionMode,
+    EndSensitivity,
+    HarmBlockThreshold,
+    HarmCategory,
+    MediaResolution,
+    Modality,
+    StartSensitivity,
+    ThinkingLevel,
+    TurnCoverage,
+)
+from gemini_tokens._structures import AvatarConfig, Compact, Content, Tool
+from gemini_tokens._times import format_time
 
 __all__ = [
     "AudioTranscriptionConfig",
     "AutomaticActivityDetection",
-    "Blob",
-    "Content",
     "ContextWindowCompressionConfig",
     "EphemeralToken",
-    "FileData",
-    "FunctionDeclaration",
     "GenerationConfig",
     "HistoryConfig",
+    "LanguageAuto",
+    "LanguageHints",
     "LiveConnectConfig",
     "LiveConnectConstraints",
-    "MediaResolution",
-    "Modality",
     "MultiSpeakerVoiceConfig",
-    "Part",
     "PrebuiltVoiceConfig",
     "ProactivityConfig",
     "RealtimeInputConfig",
+    "ReplicatedVoiceConfig",
     "SafetySetting",
     "SessionResumptionConfig",
     "SlidingWindow",
     "SpeakerVoiceConfig",
     "SpeechConfig",
     "ThinkingConfig",
-    "Tool",
+    "TokenRequest",
     "TranslationConfig",
     "VoiceConfig",
+    "VoiceConsentSignature",
+    "live_url",
 ]
 
-
-class Modality(str, enum.Enum):
-    """A response modality. Strings are accepted too, in any case: ``"audio"``, ``"AUDIO"``."""
-
-    TEXT = "TEXT"
-    AUDIO = "AUDIO"
-    IMAGE = "IMAGE"
-    VIDEO = "VIDEO"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class MediaResolution(str, enum.Enum):
-    """Resolution of media input. Accepts ``"low"`` as well as ``"MEDIA_RESOLUTION_LOW"``."""
-
-    MEDIA_RESOLUTION_UNSPECIFIED = "MEDIA_RESOLUTION_UNSPECIFIED"
-    MEDIA_RESOLUTION_LOW = "MEDIA_RESOLUTION_LOW"
-    MEDIA_RESOLUTION_MEDIUM = "MEDIA_RESOLUTION_MEDIUM"
-    MEDIA_RESOLUTION_HIGH = "MEDIA_RESOLUTION_HIGH"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class _Compact:
-    """Mixin: a repr that shows only the fields that are set."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in attrs.fields(type(self))  # type: ignore[arg-type]
-            if getattr(self, f.name) is not None
-        )
-        return f"{type(self).__name__}({shown})"
+_Compact = Compact
 
 
 # --- speech -----------------------------------------------------------------------------------
@@ -98,10 +80,29 @@ class PrebuiltVoiceConfig(_Compact):
 
 
 @attrs.frozen(kw_only=True, repr=False)
+class VoiceConsentSignature(_Compact):
+    """The consent signature of a replicated voice."""
+
+    signature: str | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class ReplicatedVoiceConfig(_Compact):
+    """A voice replicated from a sample (audio base64-encoded)."""
+
+    mime_type: str | None = None
+    voice_sample_audio: str | None = None
+    consent_audio: str | None = None
+    voice_consent_signature: VoiceConsentSignature | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
 class VoiceConfig(_Compact):
-    """Which voice speaks."""
+    """Which voice speaks: a prebuilt one, a replicated one, or a voice by name."""
 
     prebuilt_voice_config: PrebuiltVoiceConfig | None = None
+    replicated_voice_config: ReplicatedVoiceConfig | None = None
+    voice: str | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -121,7 +122,11 @@ class MultiSpeakerVoiceConfig(_Compact):
 
 @attrs.frozen(kw_only=True, repr=False)
 class SpeechConfig(_Compact):
-    """Speech output settings. A plain string is accepted as shorthand for a voice name."""
+    """Speech output settings. A plain string is accepted as shorthand for a voice name.
+
+    ``multi_speaker_voice_config`` mirrors the SDK's type, but the Live API does not support
+    it: it is refused before anything is sent.
+    """
 
     voice_config: VoiceConfig | None = None
     multi_speaker_voice_config: MultiSpeakerVoiceConfig | None = None
@@ -137,7 +142,7 @@ class ThinkingConfig(_Compact):
 
     include_thoughts: bool | None = None
     thinking_budget: int | None = None
-    thinking_level: str | None = None
+    thinking_level: ThinkingLevel | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -170,84 +175,30 @@ class GenerationConfig(_Compact):
     response_mime_type: str | None = None
 
 
-# --- content ----------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Blob(_Compact):
-    """Inline bytes, base64-encoded as the API expects."""
-
-    mime_type: str | None = None
-    data: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class FileData(_Compact):
-    """A reference to an uploaded file."""
-
-    mime_type: str | None = None
-    file_uri: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Part(_Compact):
-    """One part of a `Content`."""
-
-    text: str | None = None
-    inline_data: Blob | None = None
-    file_data: FileData | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Content(_Compact):
-    """A system instruction or a turn. A plain string is accepted as a one-text-part content."""
-
-    parts: Sequence[Part] | None = None
-    role: str | None = None
-
-
-# --- tools ------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class FunctionDeclaration(_Compact):
-    """A function the model may call.
-
-    ``parameters`` and ``response`` are OpenAPI-style schemas (``{"type": "OBJECT", ...}``);
-    their keywords are camelCased on the wire but property names are sent as written.
-    ``parameters_json_schema`` and ``response_json_schema`` are plain JSON Schema, sent verbatim.
-    """
-
-    name: str | None = None
-    description: str | None = None
-    parameters: Mapping[str, Any] | None = None
-    parameters_json_schema: Any = None
-    response: Mapping[str, Any] | None = None
-    response_json_schema: Any = None
-    behavior: str | None = None
-
-
-@attrs.frozen(kw_only=True, repr=False)
-class Tool(_Compact):
-    """A tool the model may use. Built-in tools take a (usually empty) dict, sent verbatim."""
-
-    function_declarations: Sequence[FunctionDeclaration] | None = None
-    google_search: Mapping[str, Any] | None = None
-    google_search_retrieval: Mapping[str, Any] | None = None
-    code_execution: Mapping[str, Any] | None = None
-    url_context: Mapping[str, Any] | None = None
-    google_maps: Mapping[str, Any] | None = None
-
-
 # --- session ----------------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class SessionResumptionConfig(_Compact):
-    """Session resumption. Empty (``{}``) turns it on; ``handle`` resumes a session."""
+    """Session resumption. Empty (``{}``) turns it on; ``handle`` resumes a session.
+
+    ``transparent`` exists only on Vertex AI: it is refused before anything is sent.
+    """
 
     handle: str | None = None
     transparent: bool | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class LanguageAuto(_Compact):
+    """Detect the spoken language (``language_auto``); no settings."""
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class LanguageHints(_Compact):
+    """Languages the audio is likely in."""
+
+    language_codes: Sequence[str] | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -255,6 +206,14 @@ class AudioTranscriptionConfig(_Compact):
     """Transcription of input or output audio. Empty (``{}``) turns it on."""
 
     language_codes: Sequence[str] | None = None
+    language_auto: LanguageAuto | None = None
+    language_hints: LanguageHints | None = None
+    custom_vocabulary: Sequence[str] | None = None
+    adaptation_phrases: Sequence[str] | None = None
+    word_timestamp: bool | None = None
+    diarization: bool | None = None
+    mode: AudioTranscriptionMode | None = None
+    source_text: str | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -262,8 +221,8 @@ class AutomaticActivityDetection(_Compact):
     """Server-side voice activity detection."""
 
     disabled: bool | None = None
-    start_of_speech_sensitivity: str | None = None
-    end_of_speech_sensitivity: str | None = None
+    start_of_speech_sensitivity: StartSensitivity | None = None
+    end_of_speech_sensitivity: EndSensitivity | None = None
     prefix_padding_ms: int | None = None
     silence_duration_ms: int | None = None
 
@@ -273,8 +232,9 @@ class RealtimeInputConfig(_Compact):
     """How realtime input (audio, video) is handled."""
 
     automatic_activity_detection: AutomaticActivityDetection | None = None
-    activity_handling: str | None = None
-    turn_coverage: str | None = None
+    activity_handling: ActivityHandling | None = None
+    turn_coverage: TurnCoverage | None = None
+    interim_transcript_timestamp_enabled: bool | None = None
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -309,11 +269,13 @@ class HistoryConfig(_Compact):
 
 @attrs.frozen(kw_only=True, repr=False)
 class SafetySetting(_Compact):
-    """A safety threshold for one harm category."""
+    """A safety threshold for one harm category.
 
-    category: str | None = None
-    threshold: str | None = None
-    method: str | None = None
+    (``method`` exists only on Vertex AI: it is refused before anything is sent.)
+    """
+
+    category: HarmCategory | None = None
+    threshold: HarmBlockThreshold | None = None
 
 
 # --- the constraints --------------------------------------------------------------------------
@@ -325,6 +287,8 @@ class LiveConnectConfig(_Compact):
 
     Generation settings are flat here, as in the official SDK (``temperature``, not
     ``generation_config.temperature``); a whole `GenerationConfig` may be given too.
+    ``system_instruction`` may also be given as a string, a `Part`, or a list of strings
+    and parts.
     """
 
     # Go under bidiGenerateContentSetup.generationConfig on the wire.
@@ -351,7 +315,7 @@ class LiveConnectConfig(_Compact):
     proactivity: ProactivityConfig | None = None
     history_config: HistoryConfig | None = None
     safety_settings: Sequence[SafetySetting] | None = None
-    avatar_config: Mapping[str, Any] | None = None
+    avatar_config: AvatarConfig | None = None
     labels: Mapping[str, str] | None = None
 
 
@@ -360,7 +324,8 @@ class LiveConnectConstraints(_Compact):
     """The model and config a token is locked to.
 
     Attributes:
-        model: The model name, with or without the ``models/`` prefix.
+        model: The model name: ``models/...`` or a bare name (the prefix is added), or
+            ``tunedModels/...`` (sent as given).
         config: The Live configuration.
     """
 
@@ -371,6 +336,25 @@ class LiveConnectConstraints(_Compact):
 def _redact_name(name: str) -> str:
     prefix, sep, _ = name.partition("/")
     return f"{prefix}/***" if sep else "***"
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """A validated token request, in Python types (built by `_request.build_request`).
+
+    Attributes:
+        uses: Sessions the token may open; 0 means no limit.
+        expire_time: The token's expiry (aware, UTC).
+        new_session_expire_time: The new-session deadline (aware, UTC), not after the expiry.
+        constraints: The validated constraints, or None.
+        lock_additional_fields: ``lock_additional_fields`` as given (None, or names).
+    """
+
+    uses: int
+    expire_time: dt.datetime
+    new_session_expire_time: dt.datetime
+    constraints: LiveConnectConstraints | None = None
+    lock_additional_fields: tuple[str, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -388,6 +372,12 @@ class EphemeralToken:
         live_connect_constraints: The model and config the token is locked to, if any.
         locked_fields: The ``fieldMask`` paths, or None when no mask was sent (then a
             constrained setup is locked whole).
+        setup_json: The ``bidiGenerateContentSetup`` JSON as the service answered it (or as
+            it was sent, when the answer did not repeat it): what `to_dict` hands on, numbers
+            and unknown fields as they were. Given by the parser; None when not constrained.
+        base_url: Where the token was minted, so that `live_url` points at the same
+            service (or emulator).
+        api_version: The API version it was minted on.
     """
 
     name: str = attrs.field(repr=_redact_name)
@@ -396,7 +386,7 @@ class EphemeralToken:
     uses: int | None = None
     live_connect_constraints: LiveConnectConstraints | None = None
     locked_fields: tuple[str, ...] | None = None
-    # Where the token was minted: lets live_url() point at the same service (or emulator).
+    setup_json: Mapping[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
     base_url: str = attrs.field(
         default="https://generativelanguage.googleapis.com", repr=False, eq=False
     )
@@ -412,9 +402,18 @@ class EphemeralToken:
         ``newSessionExpireTime``, ``uses`` and, when constrained, ``bidiGenerateContentSetup``
         and ``fieldMask``. It never contains the API key.
         """
-        from gemini_tokens._converters import token_to_dict
-
-        return token_to_dict(self)
+        out: dict[str, Any] = {"name": self.name}
+        if self.expire_time is not None:
+            out["expireTime"] = format_time(self.expire_time)
+        if self.new_session_expire_time is not None:
+            out["newSessionExpireTime"] = format_time(self.new_session_expire_time)
+        if self.uses is not None:
+            out["uses"] = self.uses
+        if self.setup_json:
+            out["bidiGenerateContentSetup"] = copy.deepcopy(dict(self.setup_json))
+        if self.locked_fields is not None:
+            out["fieldMask"] = ",".join(self.locked_fields)
+        return out
 
     def live_url(self) -> str:
         """The Live API WebSocket URL that opens a session with this token.
@@ -423,6 +422,16 @@ class EphemeralToken:
         (``ws://`` when the token came from a plain-HTTP loopback server, such as the emulator).
         The URL contains the token: treat it as a secret too.
         """
-        from gemini_tokens._converters import live_url
-
         return live_url(self.base_url, self.api_version, self.name)
+
+
+def live_url(base_url: str, api_version: str, token_name: str) -> str:
+    """The ``BidiGenerateContentConstrained`` WebSocket URL for a token."""
+    parts = urlsplit(base_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    path = (
+        f"{parts.path.rstrip('/')}/ws/google.ai.generativelanguage.{api_version}"
+        ".GenerativeService.BidiGenerateContentConstrained"
+    )
+    query = "access_token=" + quote(token_name, safe="")
+    return urlunsplit((scheme, parts.netloc, path, query, ""))

@@ -7,31 +7,19 @@ surfaces as a `ValidationError` naming the option, not as a 400 from the network
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
-
-from gemini_tokens._converters import (
-    LOCKABLE_FIELDS,
-    _did_you_mean,
-    _memo_key,
-    _wire_form,
-    _WireForm,
-    format_time,
-    snake,
-    structure_constraints,
-)
+from gemini_tokens._converters import structure_constraints
 from gemini_tokens._errors import ValidationError
-from gemini_tokens._models import LiveConnectConstraints
+from gemini_tokens._models import TokenRequest
+from gemini_tokens._naming import LOCKABLE_FIELDS, did_you_mean, snake
 
 __all__ = [
     "CREATE_OPTIONS",
     "DEFAULT_EXPIRE",
     "DEFAULT_NEW_SESSION_EXPIRE",
     "MAX_AHEAD",
-    "TokenRequest",
     "build_request",
     "reject_unknown",
 ]
@@ -57,36 +45,11 @@ CREATE_OPTIONS = (
 )
 
 
-@attrs.frozen(kw_only=True)
-class TokenRequest:
-    """A validated token request: what goes on the wire, in Python types."""
-
-    uses: int
-    expire_time: dt.datetime
-    new_session_expire_time: dt.datetime
-    constraints: LiveConnectConstraints | None = None
-    lock_additional_fields: tuple[str, ...] | None = None
-    #: ``(expireTime, newSessionExpireTime)`` as sent, formatted once by `build_request` (only
-    #: for UTC times, whose text parses back to the very same datetime).
-    wire_times: tuple[str, str] | None = attrs.field(default=None, eq=False, repr=False)
-    #: The constraints' shared wire form when they came from the memo (the usual case),
-    #: looked up once here rather than by each step that needs it.
-    wire_form: _WireForm | None = attrs.field(
-        init=False,
-        eq=False,
-        repr=False,
-        default=attrs.Factory(
-            lambda self: None if self.constraints is None else _wire_form(self.constraints),
-            takes_self=True,
-        ),
-    )
-
-
 def reject_unknown(options: Mapping[str, Any]) -> None:
     """Raise for keyword options ``create()`` does not know, with a suggestion."""
     for name in options:
         raise ValidationError(
-            name, f"is not an option of create(){_did_you_mean(name, CREATE_OPTIONS)}"
+            name, f"is not an option of create(){did_you_mean(name, CREATE_OPTIONS)}"
         )
 
 
@@ -148,7 +111,7 @@ def _check_lock(value: Any) -> tuple[str, ...] | None:
         if snake(name) not in LOCKABLE_FIELDS:
             raise ValidationError(
                 field,
-                f"{name!r} is not a lockable config field{_did_you_mean(name, LOCKABLE_FIELDS)}",
+                f"{name!r} is not a lockable config field{did_you_mean(name, LOCKABLE_FIELDS)}",
             )
         names.append(name)
     return tuple(names)
@@ -185,32 +148,6 @@ def _resolve_times(
     return expire, new_session
 
 
-#: Requests with the default times, by (second, options): within one second, the same
-#: options make the very same request, so a busy server validates and formats it once.
-_DEFAULT_TIMED: dict[Any, TokenRequest] = {}
-_DEFAULT_TIMED_SIZE = 64
-
-
-def _default_timed_key(
-    uses: Any, live_connect_constraints: Any, lock_additional_fields: Any
-) -> Any:
-    """The memo key of a request that uses the default times; None when there is none."""
-    if type(uses) is not int:
-        return None
-    lock = lock_additional_fields
-    if lock is not None:
-        if type(lock) not in (list, tuple) or any(type(name) is not str for name in lock):
-            return None
-        lock = tuple(lock)
-    if live_connect_constraints is None:
-        constraints_key = None
-    else:
-        constraints_key = _memo_key(live_connect_constraints)
-        if constraints_key is None:
-            return None
-    return (uses, lock, constraints_key)
-
-
 def build_request(
     *,
     uses: Any = 1,
@@ -224,63 +161,27 @@ def build_request(
 ) -> TokenRequest:
     """Validate ``create()``'s options into a `TokenRequest`.
 
+    Omitted times are exact defaults counted from ``now`` (the current instant when not
+    given): the expiry ``now + 30 min``, the new-session deadline ``now + 60 s`` (never
+    after the expiry).
+
     Raises:
         ValidationError: naming the option and the rule it breaks.
     """
-    if (
-        now is None
-        and expire_minutes is None
-        and expire_time is None
-        and new_session_expire_minutes is None
-        and new_session_expire_time is None
-    ):
-        # The usual call: default times, which are whole seconds so that calls within one
-        # second can share one request (a token then lives up to a second less than 30 min).
-        second = int(time.time())
-        key = _default_timed_key(uses, live_connect_constraints, lock_additional_fields)
-        if key is not None:
-            key = (second, key)
-            hit = _DEFAULT_TIMED.get(key)
-            if hit is not None:
-                return hit
-        request = build_request(
-            uses=uses,
-            live_connect_constraints=live_connect_constraints,
-            lock_additional_fields=lock_additional_fields,
-            now=dt.datetime.fromtimestamp(second, dt.timezone.utc),
-        )
-        # Shared only when immutable all the way down: memoised (or no) constraints.
-        if key is not None and (request.constraints is None or request.wire_form is not None):
-            if len(_DEFAULT_TIMED) >= _DEFAULT_TIMED_SIZE:
-                _DEFAULT_TIMED.clear()  # bounded; a new second makes old keys useless anyway
-            _DEFAULT_TIMED[key] = request
-        return request
-    utc = dt.timezone.utc
-    now = now or dt.datetime.now(utc)
-    # ``type(uses) is int`` first: the usual case, and cheaper than the checks it skips.
-    if type(uses) is not int and (isinstance(uses, bool) or not isinstance(uses, int)):
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if isinstance(uses, bool) or not isinstance(uses, int):
         raise ValidationError("uses", f"must be an integer, not {type(uses).__name__}")
     if uses < 0:
         raise ValidationError("uses", f"must be 0 (no limit) or more; got {uses}")
     if uses > _MAX_INT32:  # the service's field is an int32
         raise ValidationError("uses", f"must be at most {_MAX_INT32}; got {uses}")
-    if (
-        expire_minutes is None
-        and expire_time is None
-        and new_session_expire_minutes is None
-        and new_session_expire_time is None
-    ):
-        # The usual call: both defaults (the new-session one is the shorter).
-        expire = now + DEFAULT_EXPIRE
-        new_session = now + DEFAULT_NEW_SESSION_EXPIRE
-    else:
-        expire, new_session = _resolve_times(
-            expire_minutes,
-            expire_time,
-            new_session_expire_minutes,
-            new_session_expire_time,
-            now,
-        )
+    expire, new_session = _resolve_times(
+        expire_minutes,
+        expire_time,
+        new_session_expire_minutes,
+        new_session_expire_time,
+        now,
+    )
     constraints = (
         None
         if live_connect_constraints is None
@@ -292,9 +193,4 @@ def build_request(
         new_session_expire_time=new_session,
         constraints=constraints,
         lock_additional_fields=_check_lock(lock_additional_fields),
-        wire_times=(
-            (format_time(expire), format_time(new_session))
-            if expire.tzinfo is utc and new_session.tzinfo is utc
-            else None
-        ),
     )

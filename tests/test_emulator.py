@@ -35,8 +35,9 @@ from gemini_tokens import (
     RateLimitError,
     ServerError,
 )
-from gemini_tokens._converters import body_for, parse_time
+from gemini_tokens._converters import body_for
 from gemini_tokens._request import build_request
+from gemini_tokens._times import parse_time
 from gemini_tokens.testing import Clock, Emulator, IssuedToken, RecordedRequest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

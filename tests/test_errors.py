@@ -239,3 +239,114 @@ async def test_connection_error_is_typed(mocked: aioresponses) -> None:
     with pytest.raises(APIConnectionError) as info:
         await _create()
     assert "boom" in str(info.value)
+
+
+# --- errors across process boundaries: pickle, copy, a JSON result backend --------------------
+
+
+def _public_exception_classes() -> list[type[BaseException]]:
+    import gemini_tokens._errors as errors
+
+    found = [getattr(errors, name) for name in errors.__all__]
+    return [c for c in found if isinstance(c, type) and issubclass(c, BaseException)]
+
+
+def _samples() -> dict[type[BaseException], BaseException]:
+    """One instance of every public exception, every field away from its default."""
+    status_fields: dict[str, Any] = {
+        "status_code": 429,
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}],
+        "reason": "RATE_LIMIT_EXCEEDED",
+        "retry_after": 7.5,
+    }
+    samples: dict[type[BaseException], BaseException] = {
+        gemini_tokens.GeminiTokensError: gemini_tokens.GeminiTokensError("base"),
+        gemini_tokens.ConfigurationError: gemini_tokens.ConfigurationError("no key"),
+        gemini_tokens.ValidationError: gemini_tokens.ValidationError("uses", "must be >= 0"),
+        gemini_tokens.APIError: gemini_tokens.APIError("went wrong", attempts=2),
+        gemini_tokens.APIConnectionError: APIConnectionError("refused"),
+        gemini_tokens.APITimeoutError: gemini_tokens.APITimeoutError("slow", attempts=3),
+        gemini_tokens.CertificateVerificationError: gemini_tokens.CertificateVerificationError(
+            "certificate of 127.0.0.1 could not be verified", attempts=1
+        ),
+        InvalidResponseError: InvalidResponseError("no name", status_code=201, attempts=1),
+    }
+    for cls in (
+        APIStatusError,
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        RateLimitError,
+        ServerError,
+    ):
+        samples[cls] = cls(f"{cls.__name__} message", **status_fields)
+    samples[APIConnectionError].attempts = 3  # as the retry loop sets it, after the fact
+    samples[ServerError].attempts = 2
+    return samples
+
+
+def _fields(exc: BaseException) -> dict[str, Any]:
+    names = ("message", "status_code", "status", "details", "reason", "retry_after")
+    names += ("attempts", "field", "rule", "field_violations")
+    return {
+        "type": type(exc),
+        "args": exc.args,
+        "str": str(exc),
+        "repr": repr(exc),
+        "vars": vars(exc),
+        **{name: getattr(exc, name) for name in names if hasattr(exc, name)},
+    }
+
+
+def test_every_public_exception_has_a_round_trip_sample() -> None:
+    assert set(_samples()) == set(_public_exception_classes())
+    exported = {getattr(gemini_tokens, n) for n in gemini_tokens.__all__}
+    assert set(_public_exception_classes()) <= exported
+
+
+def _round_trips() -> dict[str, Any]:
+    import copy
+    import pickle
+
+    trips: dict[str, Any] = {
+        f"pickle-{protocol}": lambda e, p=protocol: pickle.loads(pickle.dumps(e, protocol=p))
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1)
+    }
+    trips["copy"] = copy.copy
+    trips["deepcopy"] = copy.deepcopy
+    # What Celery's JSON result backend does: the class by name, rebuilt from JSON args.
+    trips["json-args"] = lambda e: type(e)(*json.loads(json.dumps(e.args)))
+    return trips
+
+
+@pytest.mark.parametrize("trip", list(_round_trips()))
+@pytest.mark.parametrize("cls", _public_exception_classes(), ids=lambda c: c.__name__)
+def test_exceptions_survive_pickle_and_copy_with_every_field(
+    cls: type[BaseException], trip: str
+) -> None:
+    original = _samples()[cls]
+    copied = _round_trips()[trip](original)
+    assert copied is not original
+    assert _fields(copied) == _fields(original)
+    assert isinstance(copied, GeminiTokensError)
+
+
+def test_retry_after_and_attempts_survive_a_pickle_of_a_real_error() -> None:
+    import pickle
+
+    body = status_body(
+        429,
+        "RESOURCE_EXHAUSTED",
+        f"quota for key {API_KEY} exceeded",
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"},
+    ).encode()
+    error = error_from_response(429, body, redact=(API_KEY,))
+    error.attempts = 3
+    data = pickle.dumps(error)
+    assert API_KEY.encode() not in data  # redacted before it was ever stored
+    copied = pickle.loads(data)
+    assert type(copied) is RateLimitError
+    assert (copied.retry_after, copied.attempts, copied.status) == (12, 3, "RESOURCE_EXHAUSTED")
+    assert str(copied) == str(error)

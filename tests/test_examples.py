@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -79,8 +78,10 @@ async def test_aiohttp_app(gemini_emulator: Emulator) -> None:
 
         response = await http.post("/token", headers=AUTH)
         assert response.status == 200
+        assert response.headers["Cache-Control"] == "no-store"
         data = await response.json()
         assert data["name"].startswith("auth_tokens/")
+        assert data["uses"] == 1
         assert gemini_emulator.api_key not in json.dumps(data)
         assert gemini_emulator.token(data["name"]) is not None
 
@@ -91,18 +92,18 @@ async def test_aiohttp_app(gemini_emulator: Emulator) -> None:
             first = await ws.receive(timeout=10)  # binary frames, as the service sends
             assert "setupComplete" in json.loads(first.data)
 
-        # The service's back-off is passed on, not slept.
+        # The service's back-off is passed on as a 503, not slept; its refusal is our 500.
         gemini_emulator.fail_next(status=429, retry_after=30)
         limited = await http.post("/token", headers=AUTH)
-        assert limited.status == 429
+        assert limited.status == 503
         assert limited.headers["Retry-After"] == "30"
         gemini_emulator.fail_next(status=403)
-        assert (await http.post("/token", headers=AUTH)).status == 502
-
-        shared: aiohttp.ClientSession = app[aiohttp_app.TOKENS]._session  # type: ignore[assignment]
-    # cleanup_ctx closed the app's shared session on shutdown.
-    assert shared is not None
-    assert shared.closed
+        refused = await http.post("/token", headers=AUTH)
+        assert refused.status == 500
+        assert (await refused.json())["error"]["status"] == "INTERNAL"
+        # 10 a minute per user: the 3 valid requests above counted, 7 more pass, then 429.
+        statuses = [(await http.post("/token", headers=AUTH)).status for _ in range(8)]
+        assert statuses == [200] * 7 + [429]
 
 
 async def test_aiohttp_index_serves_the_browser_page(gemini_emulator: Emulator) -> None:
@@ -126,28 +127,63 @@ def test_fastapi_app(gemini_emulator_sync: Emulator) -> None:
 
     from examples import fastapi_app
 
-    with FastAPITestClient(fastapi_app.app, base_url="http://127.0.0.1") as http:
+    app = fastapi_app.create_app()  # its broker reads this test's environment
+    with FastAPITestClient(app, base_url="http://127.0.0.1") as http:
         assert http.post("/token").status_code == 401
-        ok = http.post("/token", headers=AUTH)
+        ok = http.post("/token", headers=AUTH, json={"config": {"speech_config": "Puck"}})
         assert ok.status_code == 200
-        assert ok.json()["name"].startswith("auth_tokens/")
-        assert ok.json()["bidiGenerateContentSetup"]["generationConfig"] == {
-            "responseModalities": ["AUDIO"]
-        }
+        data = ok.json()
+        assert data["name"].startswith("auth_tokens/")
+        assert data["liveUrl"].startswith("ws://127.0.0.1:")
+        generation = data["bidiGenerateContentSetup"]["generationConfig"]
+        assert generation["responseModalities"] == ["AUDIO"]
+        voice = generation["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"]
+        assert voice == "Puck"
+        refused = http.post("/token", headers=AUTH, json={"config": {"speech_config": "Zed"}})
+        assert refused.status_code == 400
+        assert "config.speech_config" in refused.json()["error"]["message"]
 
         gemini_emulator_sync.fail_next(status=429, retry_after=45)
         limited = http.post("/token", headers=AUTH)
-        assert limited.status_code == 429
+        assert limited.status_code == 503
         assert limited.headers["Retry-After"] == "45"
 
         gemini_emulator_sync.fail_next(status=503, times=3)
         unavailable = http.post("/token", headers=AUTH)
         assert unavailable.status_code == 503  # after the client's own retries
-        assert unavailable.headers["Retry-After"] == "1"
+        assert int(unavailable.headers["Retry-After"]) >= 1
+        assert "/token" in http.get("/openapi.json").json()["paths"]
     assert len(gemini_emulator_sync.tokens) == 1
 
 
-# --- Flask under gunicorn --preload -------------------------------------------------------
+def test_fastapi_app_runs_from_another_directory(tmp_path: pathlib.Path) -> None:
+    """``python path/to/fastapi_app.py`` works outside the repository (the emulator too)."""
+    with Emulator.running() as emu:
+        port = _free_port()
+        env = _env_for(emu)
+        env.pop("PYTHONPATH")  # the installed package only, not the checkout's examples/
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "fastapi_app.py"), "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/docs")
+            status, headers, body = _post(f"http://127.0.0.1:{port}/token", AUTH)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
+        assert status == 200, output
+        assert {k.lower(): v for k, v in headers.items()}["cache-control"] == "no-store"
+        assert body["liveUrl"].startswith(emu.base_url.replace("http", "ws"))
+        assert len(emu.tokens) == 1
+        assert "Traceback" not in output
+
+
+# --- Flask (WSGI) and gunicorn --preload ------------------------------------------------
 
 
 def test_flask_app_in_process(gemini_emulator_sync: Emulator) -> None:
@@ -155,24 +191,27 @@ def test_flask_app_in_process(gemini_emulator_sync: Emulator) -> None:
 
     from examples import flask_app
 
-    flask_app = importlib.reload(flask_app)  # its module-level client reads the environment now
+    flask_app = importlib.reload(flask_app)  # its module-level broker reads the environment
     try:
         http = flask_app.app.test_client()
+        assert http.get("/").status_code == 200  # the rest of the app is Flask's
         assert http.post("/token").status_code == 401
         ok = http.post("/token", headers=AUTH)
         assert ok.status_code == 200
+        assert ok.headers["Cache-Control"] == "no-store"
         assert ok.get_json()["name"].startswith("auth_tokens/")
         gemini_emulator_sync.fail_next(status=429, retry_after=60)
         limited = http.post("/token", headers=AUTH)
-        assert limited.status_code == 429
+        assert limited.status_code == 503
         assert limited.headers["Retry-After"] == "60"
+        assert http.post("/token", headers=AUTH, json={"config": {"x": 1}}).status_code == 400
     finally:
-        flask_app.tokens.close()
+        flask_app.broker.close()
 
 
 @pytest.mark.slow
 def test_flask_app_under_gunicorn_preload() -> None:
-    """Real prefork: the client is built in the master, used in two forked workers."""
+    """Real prefork: the broker is built in the master, used in two forked workers."""
     pytest.importorskip("gunicorn")
     with Emulator.running() as emu:
         port = _free_port()
@@ -189,16 +228,49 @@ def test_flask_app_under_gunicorn_preload() -> None:
         )  # fmt: skip
         try:
             _wait_http(f"http://127.0.0.1:{port}/")
-            results = [_post(f"http://127.0.0.1:{port}/token", AUTH) for _ in range(12)]
+            results = [_post(f"http://127.0.0.1:{port}/token", AUTH) for _ in range(8)]
         finally:
             server.send_signal(signal.SIGTERM)
             output, _ = server.communicate(timeout=30)
-        assert [status for status, _, _ in results] == [200] * 12, output
+        assert [status for status, _, _ in results] == [200] * 8, output
         names = {body["name"] for _, _, body in results}
-        assert len(names) == 12
-        assert len(emu.tokens) == 12
+        assert len(names) == 8
+        assert len(emu.tokens) == 8
         assert "Traceback" not in output
         assert "Unclosed" not in output
+
+
+# --- Django (WSGI) --------------------------------------------------------------------
+
+
+def test_django_app(gemini_emulator_sync: Emulator) -> None:
+    import importlib
+
+    from werkzeug.test import Client as WSGIClient
+
+    from examples import django_app
+
+    django_app = importlib.reload(django_app)  # its broker reads this test's environment
+    http = WSGIClient(django_app.application)
+    try:
+        assert http.get("/").status_code == 200  # Django's own view
+        anonymous = http.post("/token")
+        assert anonymous.status_code == 401
+        assert anonymous.get_json()["error"]["status"] == "UNAUTHENTICATED"
+        login = http.get("/demo-login")  # Django's session middleware sets the cookie
+        assert login.status_code == 200
+        ok = http.post("/token")
+        assert ok.status_code == 200, ok.data
+        assert ok.headers["Cache-Control"] == "no-store"
+        data = ok.get_json()
+        assert gemini_emulator_sync.token(data["name"]) is not None
+        assert data["uses"] == 1
+        forged = WSGIClient(django_app.application)
+        forged.set_cookie("sessionid", "forged-value", domain="localhost")
+        assert forged.post("/token").status_code == 401
+        assert http.get("/token").status_code == 405
+    finally:
+        django_app.broker.close()
 
 
 # --- Celery prefork ---------------------------------------------------------------------
@@ -276,3 +348,63 @@ def _no_stray_children() -> Iterator[None]:
     except ChildProcessError:
         pid = 0
     assert pid == 0
+
+
+@pytest.mark.slow
+def test_django_app_under_gunicorn() -> None:
+    """The Django recipe under a real WSGI server: sign in, then mint with the cookie."""
+    import http.cookiejar
+    import urllib.request
+
+    pytest.importorskip("gunicorn")
+    with Emulator.running() as emu:
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "-w", "2",
+                "-b", f"127.0.0.1:{port}", "examples.django_app:application",
+            ],
+            cwd=ROOT,
+            env=_env_for(emu),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/")
+            anonymous = _post(f"http://127.0.0.1:{port}/token")
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            with opener.open(f"http://127.0.0.1:{port}/demo-login", timeout=30) as login:
+                assert login.status == 200
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/token", method="POST", data=b""
+            )
+            with opener.open(request, timeout=30) as response:
+                status, body = response.status, json.loads(response.read())
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
+        assert anonymous[0] == 401, output
+        assert status == 200, output
+        assert emu.token(body["name"]) is not None
+        assert "Traceback" not in output
+
+
+# --- the docs show these files as they are ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("page", "path", "lang"),
+    [
+        ("recipes.md", "examples/aiohttp_app.py", "python"),
+        ("recipes.md", "examples/fastapi_app.py", "python"),
+        ("recipes.md", "examples/flask_app.py", "python"),
+        ("recipes.md", "examples/django_app.py", "python"),
+        ("browser.md", "examples/browser/app.js", "javascript"),
+        ("browser.md", "examples/browser/index.html", "html"),
+    ],
+)
+def test_the_docs_show_each_tested_file_whole(page: str, path: str, lang: str) -> None:
+    text = (ROOT / "docs" / page).read_text()
+    assert f"```{lang}\n{(ROOT / path).read_text()}```\n" in text, f"{page} is not {path}"

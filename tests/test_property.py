@@ -31,8 +31,8 @@ from gemini_tokens import (
     Timeout,
     ValidationError,
 )
-from gemini_tokens._converters import LOCKABLE_FIELDS, camel
 from gemini_tokens._errors import error_from_response
+from gemini_tokens._naming import LOCKABLE_FIELDS, camel
 
 from .conftest import API_KEY
 from .fault_server import FaultServer, Received, json_reply, no_leaked_threads_or_finalizer_errors

@@ -8,19 +8,24 @@ headers and malformed header lines. Everything a user could print or log is then
 from __future__ import annotations
 
 import logging
+import pickle
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gemini_tokens import (
     APIError,
     AsyncClient,
     Client,
     EphemeralToken,
+    GeminiTokensError,
     RetryPolicy,
     Timeout,
 )
+from gemini_tokens._errors import _MIN_FRAGMENT, redact_secrets
 
 from .conftest import API_KEY
 from .fault_server import (  # noqa: F401  (fixtures)
@@ -90,6 +95,8 @@ def exception_texts(exc: BaseException) -> Iterator[str]:
         yield repr(current)
         yield repr(current.args)
         yield repr(vars(current))
+        if isinstance(current, GeminiTokensError):  # what crosses to another process
+            yield pickle.dumps(current).decode("latin-1")
         # Even a context suppressed by ``from None`` is reachable, so it is scanned too.
         current = current.__cause__ or current.__context__
 
@@ -197,3 +204,74 @@ def test_redaction_of_a_token_name_keeps_the_message_useful() -> None:
         400, b'{"error": {"message": "auth_tokens/xyz: too many uses", "status": "X"}}'
     )
     assert str(exc) == "400 X: auth_tokens/***: too many uses"
+
+
+# --- a secret cut short (issue 11.6) --------------------------------------------------------
+
+_KEY_CHARS = st.characters(min_codepoint=33, max_codepoint=126)  # printable ASCII, as keys are
+
+
+@given(
+    key=st.text(_KEY_CHARS, min_size=_MIN_FRAGMENT, max_size=60),
+    cut=st.data(),
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+)
+def test_a_key_cut_short_at_either_end_is_redacted(
+    key: str, cut: st.DataObject, before: str, after: str
+) -> None:
+    """Any run of >= _MIN_FRAGMENT characters of the key, wherever it was cut, is blanked."""
+    start = cut.draw(st.integers(0, len(key) - _MIN_FRAGMENT), label="start")
+    end = cut.draw(st.integers(start + _MIN_FRAGMENT, len(key)), label="end")
+    fragment = key[start:end]
+    redacted = redact_secrets(before + fragment + after, (key,))
+    assert fragment not in redacted
+    assert "***" in redacted
+    for i in range(len(key) - _MIN_FRAGMENT + 1):  # no telling run of the key is left
+        assert key[i : i + _MIN_FRAGMENT] not in redacted
+
+
+@given(key=st.text(_KEY_CHARS, min_size=_MIN_FRAGMENT, max_size=60), text=st.text(max_size=80))
+def test_text_sharing_no_telling_run_with_the_key_is_left_alone(key: str, text: str) -> None:
+    runs = {key[i : i + _MIN_FRAGMENT] for i in range(len(key) - _MIN_FRAGMENT + 1)}
+    if any(run in text for run in runs) or "auth_tokens/" in text:
+        return  # (rare) the text does hold a part of the key: the test above covers it
+    assert redact_secrets(text, (key,)) == text
+
+
+def test_short_runs_of_the_key_stay_readable() -> None:
+    key = "AIzaSyD-SECRETKEY1234567890abcdefghijk"
+    short = key[: _MIN_FRAGMENT - 1]  # "AIzaSyD": every key's prefix looks alike
+    assert redact_secrets(f"a header {short}... was cut", (key,)) == f"a header {short}... was cut"
+    assert redact_secrets(f"x {key[:9]}... y {key[-9:]}", (key,)) == "x ***... y ***"
+    assert redact_secrets(f"{key}{key[:20]}", (key,)) == "******"
+
+
+def overlong_header(text: str) -> Action:
+    """A header line over aiohttp's 8190-byte limit: its error quotes the first 100 bytes."""
+
+    async def action(ex: Exchange) -> bool:
+        line = f"X-Echo: {text}{'b' * 9000}"
+        await ex.send(f"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{line}\r\n\r\n{{}}".encode())
+        return False
+
+    return action
+
+
+@pytest.mark.parametrize("kept", range(_MIN_FRAGMENT, len(API_KEY) + 1, 3))
+def test_a_key_in_an_overlong_header_line_cut_by_aiohttp_is_redacted(
+    faults: FaultServer, kept: int
+) -> None:
+    """aiohttp's message ends mid-key ('...aaaaAIzaSECRETKEY12...'): none of it shows."""
+    # The C parser quotes from the value, the pure-Python one from the header's name: pad so
+    # that `kept` characters of the key come before the 100-byte cut with the C parser.
+    faults.default = overlong_header("a" * (100 - kept) + API_KEY)
+    with (
+        Client(API_KEY, base_url=faults.base_url, max_retries=0) as client,
+        pytest.raises(APIError) as caught,
+    ):
+        client.create()
+    texts = list(exception_texts(caught.value))
+    assert any("8190" in text for text in texts)  # it is aiohttp's line-too-long message
+    runs = [API_KEY[i : i + _MIN_FRAGMENT] for i in range(len(API_KEY) - _MIN_FRAGMENT + 1)]
+    assert_no_secret(texts, runs)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_calling_from_its_own_loop_is_refused(server: RecordingServer) -> None:
         async def inner() -> None:
             client.create()
 
-        future = client._submit(inner())
+        future = client._runner.submit(inner())
         with pytest.raises(ConfigurationError, match="its own event loop"):
             future.result(10)
 
@@ -259,61 +260,6 @@ def test_close_during_a_call_fails_the_call_instead_of_hanging(server: Recording
     assert "closed" in str(errors[0])
 
 
-# -- the hand-off: a queue and a wake-up file ---------------------------------------------------
-
-
-def _mint_from_threads(client: Client, threads: int = 8, calls: int = 5) -> list[int]:
-    def work(i: int) -> list[int]:
-        return [client.create(uses=i * 100 + k).uses or 0 for k in range(calls)]
-
-    with ThreadPoolExecutor(threads) as pool:
-        return sorted(u for batch in pool.map(work, range(threads)) for u in batch)
-
-
-def _expected(threads: int = 8, calls: int = 5) -> list[int]:
-    return sorted(i * 100 + k for i in range(threads) for k in range(calls))
-
-
-def test_the_loop_is_woken_through_an_eventfd_and_closes_it(server: RecordingServer) -> None:
-    client = Client(API_KEY, base_url=server.base_url)
-    assert _mint_from_threads(client) == _expected()
-    fds = client._runner._wake_fds
-    assert fds is not None
-    if hasattr(os, "eventfd"):
-        assert fds[0] == fds[1]  # one eventfd
-    client.close()
-    assert client._runner._wake_fds is None
-    for fd in set(fds):
-        with pytest.raises(OSError):
-            os.fstat(fd)  # closed, not leaked
-
-
-def test_without_eventfd_a_pipe_wakes_the_loop(
-    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delattr(os, "eventfd", raising=False)  # macOS and the BSDs have none
-    with Client(API_KEY, base_url=server.base_url) as client:
-        assert _mint_from_threads(client) == _expected()
-        fds = client._runner._wake_fds
-        assert fds is not None
-        assert fds[0] != fds[1]
-
-
-def test_a_loop_that_cannot_watch_files_is_woken_with_call_soon_threadsafe(
-    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio.base_events
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise NotImplementedError  # as Windows' proactor loop does
-
-    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "add_reader", refuse)
-    monkeypatch.setattr(asyncio.SelectorEventLoop, "add_reader", refuse)
-    with Client(API_KEY, base_url=server.base_url) as client:
-        assert _mint_from_threads(client) == _expected()
-        assert client._runner._wake_fds is None
-
-
 def test_close_while_many_threads_call_settles_every_call(server: RecordingServer) -> None:
     """Calls queued, in flight or arriving during close() all end: a token or 'closed'."""
     client = Client(API_KEY, base_url=server.base_url)
@@ -376,21 +322,29 @@ def test_fork_while_another_thread_holds_the_runner_lock(server: RecordingServer
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
-def test_an_interrupted_wait_leaves_the_thread_able_to_call_again(
-    server: RecordingServer,
-) -> None:
-    """Ctrl-C during a call: it raises at once, and the late answer reaches nobody."""
+def test_ctrl_c_while_waiting_cancels_the_call(server: RecordingServer) -> None:
+    """A real SIGALRM -> KeyboardInterrupt in the waiting thread: it raises at once, the
+    call's task on the private loop is cancelled (not left to finish), the thread can call
+    again, and the late answer reaches nobody."""
     from aiohttp import web
 
     answered = threading.Event()
 
     def slow(body: dict[str, object]) -> web.StreamResponse:
-        threading.Event().wait(0.5)
+        threading.Event().wait(1.5)
         answered.set()
         return web.json_response({"name": "auth_tokens/late", "uses": 77})
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
+
+    async def tasks_left() -> int:
+        """On the private loop: wait (up to 1 s) until no other task is running."""
+        for _ in range(100):
+            if len(asyncio.all_tasks()) == 1:
+                return 0
+            await asyncio.sleep(0.01)
+        return len(asyncio.all_tasks()) - 1
 
     client = Client(API_KEY, base_url=server.base_url)
     try:
@@ -404,10 +358,71 @@ def test_an_interrupted_wait_leaves_the_thread_able_to_call_again(
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        assert client._runner.submit(tasks_left()).result(5) == 0
+        assert not answered.is_set()  # cancelled, not finished: the server still works on it
         server.respond = None
         answered.wait(5)
-        threading.Event().wait(0.1)  # let a late outcome land, if one is coming
         for uses in (3, 4):
             assert client.create(uses=uses).uses == uses  # not the interrupted call's 77
     finally:
         client.close()
+
+
+_EXIT_SCRIPT = """
+import os, sys, threading, warnings
+warnings.simplefilter("error")
+import gemini_tokens
+
+started = threading.Event()
+def call():
+    started.set()
+    {call}
+    print("unreachable: the call should still be in flight", flush=True)
+
+{setup}
+threading.Thread(target=call, daemon=True).start()
+started.wait(10)
+while not os.path.getsize(sys.argv[1]):  # until the request reached the server
+    threading.Event().wait(0.01)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("setup", "call"),
+    [
+        ("client = gemini_tokens.Client({key!r}, base_url={url!r})", "client.create()"),
+        (
+            "os.environ.update(GEMINI_API_KEY={key!r}, GEMINI_BASE_URL={url!r})",
+            "gemini_tokens.create()",
+        ),
+    ],
+    ids=["own-client", "one-shot-helper"],
+)
+def test_exit_with_a_call_in_flight_in_a_daemon_thread_is_quiet(
+    server: RecordingServer, setup: str, call: str, tmp_path: pathlib.Path
+) -> None:
+    """Issue 11.12a: the library's exit-time close prints no traceback, exits 0."""
+    from aiohttp import web
+
+    release = threading.Event()
+    marker = tmp_path / "arrived"
+    marker.write_text("")
+
+    def slow(body: dict[str, object]) -> web.StreamResponse:
+        marker.write_text("yes")
+        release.wait(10)
+        return web.json_response({"name": "auth_tokens/late"})
+
+    server.respond = slow
+    script = _EXIT_SCRIPT.format(setup=setup.format(key=API_KEY, url=server.base_url), call=call)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(marker)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        release.set()
+    assert (result.returncode, result.stdout, result.stderr) == (0, "exiting\n", "")

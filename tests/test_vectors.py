@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import gemini_tokens
-from gemini_tokens._converters import parse_time
+from gemini_tokens._models import format_time
+from gemini_tokens._parse import parse_time
 
 from .conftest import API_KEY, RecordingServer
 
@@ -138,8 +139,8 @@ def test_comparator_can_fail() -> None:
     vector = next(v for v in VECTORS if v["name"] == "lock_empty")
     good = {
         "uses": 1,
-        "expireTime": gemini_tokens._converters.format_time(now + DEFAULT_EXPIRE),
-        "newSessionExpireTime": gemini_tokens._converters.format_time(now + DEFAULT_NEW_SESSION),
+        "expireTime": format_time(now + DEFAULT_EXPIRE),
+        "newSessionExpireTime": format_time(now + DEFAULT_NEW_SESSION),
         "bidiGenerateContentSetup": {
             "model": "models/gemini-2.5-flash-native-audio-preview-12-2025",
             "generationConfig": {"responseModalities": ["AUDIO"], "temperature": 0.7},

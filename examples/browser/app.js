@@ -1,10 +1,10 @@
-// A browser client for the Gemini Live API with an ephemeral token. Plain JS, no build step.
+// A browser client for the Gemini Live API with an ephemeral token. Plain JS, no build.
 "use strict";
 
 // REPLACE THIS: however your page proves who the user is (a session cookie is typical).
 const AUTH_HEADER = "Bearer demo-user-token";
 
-let token = null; // { name, liveUrl, bidiGenerateContentSetup, ... } from our server
+let token = null; // { name, liveUrl, bidiGenerateContentSetup, ... } from the broker
 
 function log(line) {
   document.getElementById("log").textContent += line + "\n";
@@ -16,11 +16,18 @@ function show(id, text, cls) {
   if (cls) el.className = cls;
 }
 
+// The broker answers errors as {error: {code, status, message}}, with Retry-After on
+// 429 and 503.
 async function fetchToken() {
-  const res = await fetch("/token", { method: "POST", headers: { Authorization: AUTH_HEADER } });
+  const res = await fetch("/token", {
+    method: "POST",
+    headers: { Authorization: AUTH_HEADER },
+  });
   if (!res.ok) {
+    const body = await res.json().catch(() => ({}));
+    const message = (body.error || {}).message || `HTTP ${res.status}`;
     const wait = res.headers.get("Retry-After");
-    throw new Error(`token endpoint answered ${res.status}` + (wait ? `, retry in ${wait}s` : ""));
+    throw new Error(message + (wait ? ` (try again in ${wait}s)` : ""));
   }
   return res.json();
 }
@@ -33,20 +40,21 @@ async function parse(event) {
 
 // Open a Live session with the token. `onReply` gets the first text reply.
 function openSession(tok, statusId, onReply) {
-  const ws = new WebSocket(tok.liveUrl); // ...BidiGenerateContentConstrained?access_token=...
+  // liveUrl is ...BidiGenerateContentConstrained?access_token=...
+  const ws = new WebSocket(tok.liveUrl);
   ws.onopen = () => {
     // The first message must be `setup`. Locked fields take the token's values anyway.
     const model = (tok.bidiGenerateContentSetup || {}).model;
-    ws.send(JSON.stringify({ setup: { model, generationConfig: { responseModalities: ["TEXT"] } } }));
+    const generationConfig = { responseModalities: ["TEXT"] };
+    ws.send(JSON.stringify({ setup: { model, generationConfig } }));
   };
   ws.onmessage = async (event) => {
     const msg = await parse(event);
     if (msg.setupComplete) {
       show(statusId, "connected", "connected");
       log("setupComplete");
-      ws.send(JSON.stringify({
-        clientContent: { turns: [{ role: "user", parts: [{ text: "Hello from the browser" }] }], turnComplete: true },
-      }));
+      const turns = [{ role: "user", parts: [{ text: "Hello from the browser" }] }];
+      ws.send(JSON.stringify({ clientContent: { turns, turnComplete: true } }));
     }
     const parts = ((msg.serverContent || {}).modelTurn || {}).parts || [];
     for (const part of parts) {
@@ -56,7 +64,9 @@ function openSession(tok, statusId, onReply) {
   };
   ws.onclose = (event) => {
     log(`closed: ${event.code} ${event.reason}`);
-    if (event.code !== 1000) show(statusId, `refused (${event.code}): ${event.reason}`, "refused");
+    if (event.code !== 1000) {
+      show(statusId, `refused (${event.code}): ${event.reason}`, "refused");
+    }
   };
   ws.onerror = () => log("websocket error");
   return ws;
@@ -79,5 +89,5 @@ document.getElementById("connect").addEventListener("click", async () => {
 // A single-use token cannot open a second session: the service refuses it.
 document.getElementById("again").addEventListener("click", () => {
   show("second", "connecting...");
-  openSession(token, "second", (text) => show("second", "unexpectedly accepted: " + text));
+  openSession(token, "second", (text) => show("second", "accepted?! " + text));
 });

@@ -8,29 +8,20 @@ converters, request defaults), these import lines are the only ones to re-point.
 
 from __future__ import annotations
 
-from gemini_tokens._converters import (
-    GENERATION_FIELDS,
-    SETUP_FIELDS,
-    camel,
-    format_time,
-    live_url,
-    parse_time,
-    setup_to_wire,
-    snake,
-    user,
-)
+from gemini_tokens._converters import setup_to_wire, user
+from gemini_tokens._enums import MediaResolution, Modality
 from gemini_tokens._errors import ConfigurationError, ValidationError
 from gemini_tokens._models import (
-    Blob,
-    Content,
     GenerationConfig,
     LiveConnectConfig,
     LiveConnectConstraints,
-    MediaResolution,
-    Modality,
     _redact_name,
+    live_url,
 )
+from gemini_tokens._naming import GENERATION_FIELDS, SETUP_FIELDS, camel, snake
 from gemini_tokens._request import DEFAULT_EXPIRE, DEFAULT_NEW_SESSION_EXPIRE, MAX_AHEAD
+from gemini_tokens._structures import Blob, Content
+from gemini_tokens._times import format_time, parse_time
 
 __all__ = [
     "DEFAULT_EXPIRE",

@@ -1,0 +1,49 @@
+"""The token broker: the endpoint that hands tokens to browsers, done once.
+
+Who may get a token (``authorize``), locked to what (`Policy`), how many and how often
+(rate limits with the `limits` library, in memory or Redis), and what is recorded
+(`AuditEvent`), decided by one framework-neutral method, `TokenBroker.handle`, with thin
+adapters: `TokenBroker.asgi`, `TokenBroker.wsgi`, `gemini_tokens.broker.aiohttp.add_routes`
+and `gemini_tokens.broker.fastapi.router`::
+
+    from gemini_tokens.broker import Caller, Denied, Policy, TokenBroker
+
+    async def authorize(request):
+        user = await my_sessions.user_for(request.headers.get("Authorization"))
+        if user is None:
+            raise Denied(401, "sign in first")
+        return Caller(id=user.id)
+
+    broker = TokenBroker(authorize=authorize, policy=Policy(model="..."),
+                         rate_limits=["5/minute"])
+
+Needs the ``broker`` extra (``pip install 'gemini-tokens[broker]'``).
+"""
+
+from __future__ import annotations
+
+from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
+from gemini_tokens.broker._broker import TokenBroker
+from gemini_tokens.broker._policy import Policy
+from gemini_tokens.broker._types import (
+    MAX_BODY_BYTES,
+    BrokerRequest,
+    BrokerResponse,
+    Caller,
+    Denied,
+    Headers,
+)
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "AuditEvent",
+    "BrokerRequest",
+    "BrokerResponse",
+    "Caller",
+    "Denied",
+    "Headers",
+    "Policy",
+    "TokenBroker",
+    "log_audit_event",
+    "token_id",
+]

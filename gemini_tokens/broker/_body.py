@@ -1,0 +1,88 @@
+"""The request body: content type, size and JSON shape, before anything else is decided."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from gemini_tokens.broker._http import Refusal
+from gemini_tokens.broker._types import MAX_BODY_BYTES, BrokerRequest
+
+__all__ = ["BODY_KEYS", "ParsedBody", "parse_body"]
+
+#: The top-level keys a body may have (renewal adds its own).
+BODY_KEYS: frozenset[str] = frozenset({"config"})
+
+
+@attrs.frozen
+class ParsedBody:
+    """A body that passed the contract's shape rules.
+
+    Attributes:
+        config: The ``config`` object, or None when not given.
+        extra: Any other allowed top-level key (none in the base contract).
+    """
+
+    config: dict[str, Any] | None = None
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+
+def _invalid(field: str, rule: str) -> Refusal:
+    message = f"{field}: {rule}" if field else rule
+    return Refusal(400, "invalid", "invalid_argument", message)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def parse_body(request: BrokerRequest, keys: frozenset[str] = BODY_KEYS) -> ParsedBody:
+    """Check the body's size, content type and JSON shape.
+
+    An empty body is an empty request (``{}``). Otherwise it must be ``application/json``
+    (UTF-8), at most ``MAX_BODY_BYTES``, and a JSON object whose keys are in ``keys``.
+
+    Raises:
+        Refusal: 413, 415 or 400, naming the field.
+    """
+    if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
+        raise Refusal(
+            413, "invalid", "body_too_large", f"body: must be at most {MAX_BODY_BYTES} bytes"
+        )
+    if not request.body.strip():
+        return ParsedBody()
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    if media.strip().lower() != "application/json":
+        raise Refusal(
+            415, "invalid", "unsupported_media_type", "Content-Type: must be application/json"
+        )
+    charset = params.strip().lower()
+    if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
+        raise Refusal(
+            415, "invalid", "unsupported_media_type", "Content-Type: the charset must be utf-8"
+        )
+    try:
+        payload = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _invalid("body", "must be JSON (UTF-8)") from None
+    if not isinstance(payload, dict):
+        raise _invalid("body", f"must be a JSON object, not {_json_type(payload)}")
+    for key in payload:
+        if key not in keys:
+            allowed = ", ".join(sorted(keys))
+            raise _invalid(key, f"is not a field of the request (allowed: {allowed})")
+    config = payload.get("config")
+    if "config" in payload and not isinstance(config, dict):
+        raise _invalid("config", "must be a JSON object")
+    extra = {k: v for k, v in payload.items() if k != "config"}
+    return ParsedBody(config=config, extra=extra)

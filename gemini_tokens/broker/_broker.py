@@ -1,0 +1,557 @@
+"""`TokenBroker`: the framework-neutral decision, request in, answer out.
+
+`TokenBroker.handle` is the only place that decides; the adapters (`asgi`, `wsgi`,
+`gemini_tokens.broker.aiohttp`, `gemini_tokens.broker.fastapi`) only translate requests and
+answers. The token endpoint's steps, in order:
+
+origin (403) -> method (405) -> body shape (413, 415, 400) -> ``authorize`` (401, 403) ->
+policy -> client choices (400) -> rate limits (429, 503) -> mint (200, 503, 500) -> audit.
+
+With renewal on (`_session`), a ``{"renew": "<session>"}`` body takes, after ``authorize`` and
+the policy: session check and cap (403) -> renewal limits (429, 503) -> mint -> ``renewed``.
+``<path>/client.js`` serves the browser helper (`_static`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import datetime as dt
+import inspect
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from gemini_tokens import _instrumentation
+from gemini_tokens._client import AsyncClient
+from gemini_tokens._errors import (
+    APIConnectionError,
+    APIError,
+    ConfigurationError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+from gemini_tokens._sync import Client
+from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
+from gemini_tokens.broker._body import BODY_KEYS, ParsedBody, parse_body
+from gemini_tokens.broker._cors import Origins
+from gemini_tokens.broker._http import Refusal, error_body, json_body
+from gemini_tokens.broker._limiter import Limiter, LimiterUnavailable
+from gemini_tokens.broker._policy import Policy, check_choices
+from gemini_tokens.broker._session import Renewal
+from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
+from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
+
+if TYPE_CHECKING:
+    from gemini_tokens._models import EphemeralToken
+    from gemini_tokens.broker._asgi import ASGIApp
+    from gemini_tokens.broker._wsgi import WSGIApp
+
+__all__ = ["AuditSink", "Authorize", "PolicySource", "Route", "TokenBroker"]
+
+logger = logging.getLogger("gemini_tokens.broker")
+
+#: Set while `handle` runs on the sync facade's own loop (the `wsgi` path).
+_ON_FACADE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gemini_tokens_broker_on_facade", default=False
+)
+
+Authorize = Callable[[BrokerRequest], Caller | Awaitable[Caller]]
+PolicySource = Policy | Callable[[Caller], Policy | Awaitable[Policy]]
+AuditSink = Callable[[AuditEvent], Awaitable[None] | None]
+Route = Callable[[BrokerRequest], Awaitable[BrokerResponse]]
+
+#: Seconds in ``Retry-After`` when the token service or the limiter is down.
+UNAVAILABLE_RETRY_AFTER = 5
+_GENERIC_500 = "the token broker failed; this is not your fault, try again later"
+_JSON_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _server_time() -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.define
+class _Decision:
+    """What is known so far about one request, for its audit event."""
+
+    request: BrokerRequest
+    started: float
+    time: dt.datetime
+    caller: Caller | None = None
+    policy: Policy | None = None
+    outcome: str = "minted"
+    session: str | None = attrs.field(default=None, repr=False)
+
+
+class TokenBroker:
+    """Hands out ephemeral tokens: who may get one, locked to what, how often, recorded.
+
+    Args:
+        authorize: ``(BrokerRequest) -> Caller``, sync or async; raises `Denied` (401 or
+            403) to refuse. A sync hook runs in a worker thread (it may block on a database).
+        policy: A `Policy`, or ``(Caller) -> Policy``, sync or async (e.g. per plan);
+            a sync one runs on the event loop, so it should not block.
+        rate_limits: Limits per caller, e.g. ``["5/minute", "100/day"]``.
+        global_rate_limits: Limits for all callers together (protects the key's quota).
+        storage_uri: ``"memory://"`` (one process) or ``"redis://host:6379/0"`` (replicas).
+        allowed_origins: Origins whose pages may call the broker cross-origin. A page on
+            the broker's own host may always call it.
+        audit: ``(AuditEvent) -> None``, sync or async; default: one log line on
+            ``gemini_tokens.audit``. Keep a sync sink fast: it runs on the event loop.
+        client: An `AsyncClient` (or a sync `Client`, for `wsgi`). Default: one made from
+            the environment (``GEMINI_API_KEY``...), which the broker also closes.
+        on_limiter_error: ``"deny"`` (default): answer 503 when the limiter's storage is
+            unreachable; ``"allow"``: mint anyway (and log a warning).
+        renewal: Let conversations outlast a token: answers carry a signed ``session`` and
+            ``POST {"renew": session}`` mints the conversation's next token (``uses=1``, never
+            past its start plus ``Policy.max_session_minutes``). See docs/live-sessions.md.
+        secret: The key that signs sessions (at least 32 bytes; the same on every replica).
+            Default: ``GEMINI_TOKENS_BROKER_SECRET``. Required when ``renewal`` is on.
+        renewal_rate_limits: Limits per caller on renewals, apart from ``rate_limits``
+            (the global limits count renewals too).
+
+    Raises:
+        ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
+            a hook that is not callable, no API key, or renewal without a secret.
+        ValidationError: a policy that ``create()`` would refuse.
+    """
+
+    def __init__(
+        self,
+        *,
+        authorize: Authorize,
+        policy: PolicySource,
+        rate_limits: Iterable[str] | str | None = (),
+        global_rate_limits: Iterable[str] | str | None = (),
+        storage_uri: str = "memory://",
+        allowed_origins: Iterable[str] | str | None = (),
+        audit: AuditSink | None = None,
+        client: AsyncClient | Client | None = None,
+        on_limiter_error: Literal["deny", "allow"] = "deny",
+        renewal: bool = False,
+        secret: str | bytes | None = None,
+        renewal_rate_limits: Iterable[str] | str | None = (),
+    ) -> None:
+        if not callable(authorize):
+            raise ConfigurationError("authorize: must be a function (request) -> Caller")
+        if not isinstance(policy, Policy) and not callable(policy):
+            raise ConfigurationError("policy: must be a Policy or a function (caller) -> Policy")
+        if audit is not None and not callable(audit):
+            raise ConfigurationError("audit: must be a function (event) -> None, or None")
+        if on_limiter_error not in ("deny", "allow"):
+            raise ConfigurationError(
+                f"on_limiter_error: must be 'deny' or 'allow', not {on_limiter_error!r}"
+            )
+        self._authorize = authorize
+        self._authorize_async = _is_async(authorize)
+        self._policy = policy
+        self._policy_async = not isinstance(policy, Policy) and _is_async(policy)
+        self._audit: AuditSink = audit if audit is not None else log_audit_event
+        self._audit_async = _is_async(self._audit)
+        self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
+        self._origins = Origins(allowed_origins)
+        self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
+        self._on_limiter_error = on_limiter_error
+        self._facade: Client | None = None
+        if client is None:
+            self._client: AsyncClient | None = AsyncClient()  # raises now if no key
+            self._owns_client = True
+        elif isinstance(client, Client):
+            self._facade, self._client, self._owns_client = client, client._async, False
+        elif isinstance(client, AsyncClient):
+            self._client, self._owns_client = client, False
+        else:
+            raise ConfigurationError("client: must be a gemini_tokens.AsyncClient or Client")
+        #: Sub-routes below the token endpoint, by path ("" is the endpoint itself).
+        self.routes: dict[str, Route] = {
+            "": self._token_endpoint,
+            CLIENT_JS_PATH: client_js_route(self._origins),
+        }
+        #: Top-level body keys the token endpoint accepts.
+        self.body_keys: frozenset[str] = BODY_KEYS | ({"renew"} if renewal else set())
+        self._asgi: ASGIApp | None = None
+        self._wsgi: WSGIApp | None = None
+
+    def __repr__(self) -> str:
+        kind = "a policy function" if not isinstance(self._policy, Policy) else "a Policy"
+        return f"TokenBroker({kind}, storage={self._limiter.kind})"
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the client the broker made (a given client is its giver's to close).
+
+        The broker stays usable: a later request makes a new client.
+        """
+        await self._limiter.aclose()
+        client, owned = self._client, self._owns_client
+        if owned and client is not None:
+            self._client = None
+            await client.close()
+
+    def close(self) -> None:
+        """Close, from sync code, what `wsgi` opened on the sync facade (see `aclose`)."""
+        facade = self._facade
+        if facade is None or facade.closed:
+            return
+        facade._runner.run(self._limiter.aclose())
+        if self._owns_client:
+            self._facade = self._client = None
+            facade.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """An app lifespan that closes the broker at shutdown: ``Starlette(lifespan=...)``."""
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def _current_client(self) -> AsyncClient:
+        client = self._client
+        if client is None:
+            client = self._client = AsyncClient()
+        elif self._owns_client and client._loop not in (None, asyncio.get_running_loop()):
+            # Our own client, left open on a loop that is gone (an app restarted without
+            # its lifespan closing the broker): start afresh rather than fail every call.
+            logger.warning(
+                "token broker: used on a new event loop without aclose() on the old one; "
+                "close the broker in your app's lifespan (broker.lifespan)"
+            )
+            client = self._client = AsyncClient()
+        return client
+
+    async def check_storage(self) -> bool:
+        """Whether the rate limits' storage answers, for a readiness probe (``/readyz``)."""
+        return await self._limiter.check()
+
+    # --- adapters -----------------------------------------------------------------------
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """An ASGI 3 app serving the broker (mount it in Starlette or FastAPI)."""
+        if self._asgi is None:
+            from gemini_tokens.broker._asgi import ASGIApp
+
+            self._asgi = ASGIApp(self)
+        return self._asgi
+
+    @property
+    def wsgi(self) -> WSGIApp:
+        """A WSGI app serving the broker (for Flask, Django, gunicorn), on the sync facade.
+
+        Raises:
+            ConfigurationError: the broker was given an `AsyncClient` (give a `Client`).
+        """
+        if self._wsgi is None:
+            from gemini_tokens.broker._wsgi import WSGIApp
+
+            if self._facade is None:
+                if not self._owns_client:
+                    raise ConfigurationError(
+                        "broker.wsgi runs on the sync facade: give the broker "
+                        "client=gemini_tokens.Client(...) (or no client) instead of an AsyncClient"
+                    )
+                # The broker's own client moves onto a sync Client's private loop.
+                self._facade = Client()
+                self._client = self._facade._async
+            self._wsgi = WSGIApp(self)
+        return self._wsgi
+
+    def _run_sync(self, request: BrokerRequest) -> BrokerResponse:
+        """`handle` from a sync thread, on the sync facade's loop (used by `wsgi`)."""
+        facade = self._facade
+        if facade is None or facade.closed:
+            if not self._owns_client:
+                raise ConfigurationError("the broker's Client is closed")
+            facade = self._facade = Client()
+            self._client = facade._async
+        return facade._runner.run(self._handle_on_facade(request))
+
+    async def _handle_on_facade(self, request: BrokerRequest) -> BrokerResponse:
+        mark = _ON_FACADE.set(True)
+        try:
+            return await self.handle(request)
+        finally:
+            _ON_FACADE.reset(mark)
+
+    def openapi(self, path: str = "/token") -> dict[str, Any]:
+        """The HTTP contract as an OpenAPI 3.1 document, with the endpoint at ``path``."""
+        from gemini_tokens.broker._openapi import openapi_document
+
+        return openapi_document(self, path)
+
+    # --- the decision -----------------------------------------------------------------
+
+    async def handle(self, request: BrokerRequest) -> BrokerResponse:
+        """Answer one request. Every adapter calls this and only this.
+
+        ``request.subpath`` picks the route: ``""`` (or ``"/"``) is the token endpoint;
+        anything not in `routes` is a 404.
+        """
+        subpath = request.subpath.rstrip("/")
+        route = self.routes.get(subpath)
+        if route is None:
+            return BrokerResponse(
+                status=404,
+                headers=(*_JSON_HEADERS, *self._origins.response_headers(request)),
+                body=error_body(404, "no such route"),
+            )
+        return await route(request)
+
+    async def _token_endpoint(self, request: BrokerRequest) -> BrokerResponse:
+        if request.method == "OPTIONS":
+            status, headers = self._origins.preflight(request)
+            return BrokerResponse(status=status, headers=tuple(headers))
+        decision = _Decision(
+            request=request,
+            started=time.perf_counter(),
+            time=dt.datetime.now(dt.timezone.utc),
+        )
+        try:
+            token = await self._decide(request, decision)
+        except Refusal as refusal:
+            return await self._refuse(decision, refusal)
+        except Exception:
+            logger.exception("token broker: unexpected failure while deciding")
+            return await self._refuse(decision, Refusal(500, "error", "internal", _GENERIC_500))
+        return await self._answer(decision, token)
+
+    async def _decide(self, request: BrokerRequest, decision: _Decision) -> EphemeralToken:
+        """The steps, in order; each raises a `Refusal` to stop."""
+        if request.method != "POST":
+            raise Refusal(
+                405,
+                "invalid",
+                "method_not_allowed",
+                f"method {request.method} is not allowed; use POST",
+                headers=(("Allow", "POST, OPTIONS"),),
+            )
+        if not self._origins.permits(request):
+            raise Refusal(403, "denied", "origin_not_allowed", "this origin may not get tokens")
+        body = self.parse_body(request)
+        renewal = self._renewal
+        if renewal is not None and "renew" in body.extra and body.config is not None:
+            raise Refusal(
+                400,
+                "invalid",
+                "invalid_argument",
+                "config: may not be given with renew (a renewal keeps the conversation's choices)",
+            )
+        caller = decision.caller = await self._call_authorize(request)
+        policy = decision.policy = await self._resolve_policy(caller)
+        if renewal is not None and "renew" in body.extra:
+            conversation = renewal.verify(caller, body.extra["renew"])
+            options = renewal.next_times(policy, conversation, conversation.choices)
+            await renewal.hit(caller, self._on_limiter_error)
+            decision.outcome, decision.session = "renewed", body.extra["renew"]
+            return await self.mint(policy, conversation.choices, options)
+        try:
+            choices = check_choices(policy, body.config)
+        except ValidationError as exc:
+            raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
+        await self._check_limits(caller)
+        if renewal is None:
+            return await self.mint(policy, choices)
+        start = renewal.now().replace(microsecond=0)
+        decision.session = renewal.sign(caller, policy, choices, start)
+        return await self.mint(policy, choices, renewal.first_times(policy, start))
+
+    def parse_body(self, request: BrokerRequest) -> ParsedBody:
+        """The body's shape check (413, 415, 400), before ``authorize`` runs."""
+        return parse_body(request, self.body_keys)
+
+    async def _call_authorize(self, request: BrokerRequest) -> Caller:
+        try:
+            if self._authorize_async:
+                caller = await self._authorize(request)  # type: ignore[misc]
+            else:
+                caller = await asyncio.to_thread(self._authorize, request)
+                if inspect.isawaitable(caller):
+                    caller = await caller
+        except Denied as denied:
+            reason = "unauthenticated" if denied.status == 401 else "forbidden"
+            raise Refusal(denied.status, "denied", reason, denied.message) from None
+        except Exception:
+            logger.exception("token broker: the authorize hook raised")
+            raise Refusal(500, "error", "authorize_failed", _GENERIC_500) from None
+        if not isinstance(caller, Caller):
+            logger.error(
+                "token broker: authorize returned %s, not a Caller (raise Denied to refuse)",
+                type(caller).__name__,
+            )
+            raise Refusal(500, "error", "authorize_failed", _GENERIC_500)
+        return caller
+
+    async def _resolve_policy(self, caller: Caller) -> Policy:
+        source = self._policy
+        if isinstance(source, Policy):
+            return source
+        try:
+            policy = source(caller)
+            if inspect.isawaitable(policy):
+                policy = await policy
+        except Denied as denied:
+            reason = "unauthenticated" if denied.status == 401 else "forbidden"
+            raise Refusal(denied.status, "denied", reason, denied.message) from None
+        except Exception:
+            logger.exception("token broker: the policy function raised")
+            raise Refusal(500, "error", "policy_failed", _GENERIC_500) from None
+        if not isinstance(policy, Policy):
+            logger.error(
+                "token broker: the policy function returned %s, not a Policy",
+                type(policy).__name__,
+            )
+            raise Refusal(500, "error", "policy_failed", _GENERIC_500)
+        return policy
+
+    async def _check_limits(self, caller: Caller) -> None:
+        if not self._limiter.active:
+            return
+        try:
+            limited = await self._limiter.hit(caller.id)
+        except LimiterUnavailable as exc:
+            if self._on_limiter_error == "allow":
+                logger.warning("token broker: rate limit storage unreachable (%s); allowing", exc)
+                return
+            logger.error("token broker: rate limit storage unreachable (%s); refusing", exc)
+            raise Refusal(
+                503,
+                "limited",
+                "limiter_unavailable",
+                "the token service is unavailable; try again later",
+                retry_after=UNAVAILABLE_RETRY_AFTER,
+            ) from None
+        if limited is not None:
+            who = "you have" if limited.scope == "caller" else "everyone has"
+            raise Refusal(
+                429,
+                "limited",
+                f"{limited.scope}_limit",
+                f"too many tokens: {who} reached {limited.limit}; "
+                f"try again in {limited.retry_after}s",
+                retry_after=limited.retry_after,
+            )
+
+    async def mint(
+        self,
+        policy: Policy,
+        choices: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> EphemeralToken:
+        """Mint one token under ``policy`` with the client's ``choices``; `Refusal` on failure.
+
+        ``overrides`` replace ``create()`` options of the policy's (renewal's times, uses).
+
+        The service's own text never reaches the caller: a busy or unreachable service is a
+        503 with ``Retry-After``; a refusal that is the server's fault (a bad key, a policy the
+        service rejects) is a 500 with a generic message and an ERROR log.
+        """
+        options = policy.create_options({**policy.config, **choices})
+        if overrides:
+            options.update(overrides)
+        try:
+            facade = self._facade
+            if facade is not None and not _ON_FACADE.get():
+                # A sync Client's pool lives on its own loop: mint there, await it here.
+                future = facade._runner.submit(facade._async.create(**options))
+                return await asyncio.wrap_future(future)
+            return await self._current_client().create(**options)
+        except (RateLimitError, ServerError, APIConnectionError) as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            wait = max(1, math.ceil(retry_after)) if retry_after else UNAVAILABLE_RETRY_AFTER
+            reason = "upstream_limited" if isinstance(exc, RateLimitError) else "upstream_down"
+            logger.warning("token broker: the token service failed: %s", exc)
+            raise Refusal(
+                503,
+                "upstream_error",
+                reason,
+                "the token service is unavailable; try again later",
+                retry_after=wait,
+            ) from None
+        except (APIError, ValidationError, ConfigurationError) as exc:
+            logger.error("token broker: the token service refused to mint: %s", exc)
+            raise Refusal(500, "upstream_error", "upstream_refused", _GENERIC_500) from None
+
+    # --- answers ----------------------------------------------------------------------
+
+    async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
+        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": _server_time()}
+        if decision.session is not None:
+            body["session"] = decision.session
+        response = BrokerResponse(
+            status=200,
+            headers=(*_JSON_HEADERS, *self._origins.response_headers(decision.request)),
+            body=json_body(body),
+        )
+        await self._emit(
+            decision,
+            outcome=decision.outcome,
+            reason="ok",
+            status=200,
+            token_id=token_id(token.name),
+            uses=token.uses,
+            expire_time=token.expire_time,
+            new_session_expire_time=token.new_session_expire_time,
+            locked_fields=token.locked_fields,
+        )
+        return response
+
+    async def _refuse(self, decision: _Decision, refusal: Refusal) -> BrokerResponse:
+        headers = [*_JSON_HEADERS, *self._origins.response_headers(decision.request)]
+        headers.extend(refusal.headers)
+        if refusal.retry_after is not None:
+            headers.append(("Retry-After", str(refusal.retry_after)))
+        await self._emit(
+            decision,
+            outcome=refusal.outcome,
+            reason=refusal.reason,
+            status=refusal.status,
+            detail=refusal.message,
+        )
+        return BrokerResponse(
+            status=refusal.status,
+            headers=tuple(headers),
+            body=error_body(refusal.status, refusal.message),
+        )
+
+    async def _emit(self, decision: _Decision, **fields: Any) -> None:
+        request = decision.request
+        policy = decision.policy
+        event = AuditEvent(
+            time=decision.time,
+            caller_id=decision.caller.id if decision.caller is not None else None,
+            client_address=request.client_address,
+            origin=request.origin,
+            model=policy.model if policy is not None else None,
+            latency_ms=(time.perf_counter() - decision.started) * 1000,
+            **fields,
+        )
+        _instrumentation.observe_audit_event(event)  # OpenTelemetry, when installed
+        try:
+            if self._audit_async:
+                await self._audit(event)  # type: ignore[misc]
+            else:
+                result = self._audit(event)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logger.exception("token broker: the audit sink raised; the event was lost")

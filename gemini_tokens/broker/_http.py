@@ -1,0 +1,72 @@
+"""Answers in the service's own error shape (``google.rpc.Status``), and the refusal that
+carries one through the broker's steps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["STATUS_NAMES", "Refusal", "error_body", "json_body"]
+
+#: The ``status`` names of the broker's error answers (google.rpc.Code where one fits).
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def json_body(value: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_body(status: int, message: str) -> bytes:
+    """``{"error": {"code": ..., "status": ..., "message": ...}}``."""
+    return json_body(
+        {
+            "error": {
+                "code": status,
+                "status": STATUS_NAMES.get(status, "UNKNOWN"),
+                "message": message,
+            }
+        }
+    )
+
+
+class Refusal(Exception):
+    """A step of the decision refuses the request (internal; becomes an error answer).
+
+    Attributes:
+        status: The HTTP status.
+        outcome: The audit outcome.
+        reason: The audit reason code.
+        message: Shown to the caller.
+        retry_after: Seconds for ``Retry-After`` (429 and 503).
+        headers: Extra headers (``Allow`` on a 405).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        outcome: str,
+        reason: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.status = status
+        self.outcome = outcome
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        self.headers = headers
+        super().__init__(status, reason)

@@ -1,0 +1,515 @@
+"""``gemini-tokens serve``: the broker as a standalone aiohttp service, from `ServeSettings`.
+
+`build_broker` turns the settings into a `TokenBroker` (JWT or ``module:function``
+authorizer, one policy or several chosen by a caller attribute, limits, audit sink);
+`build_app` serves it next to ``/healthz``, ``/readyz`` and, optionally, ``/metrics``, with
+structured access logs and an OpenTelemetry span per decision; `run` listens until SIGTERM
+(or Ctrl-C), then stops accepting, lets in-flight requests finish (``shutdown_timeout``) and
+exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gemini_tokens import _instrumentation
+from gemini_tokens._client import AsyncClient
+from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.broker._audit import AuditEvent, log_audit_event
+from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
+from gemini_tokens.broker._jwt import JWTAuthorizer, load_authorizer
+from gemini_tokens.broker._policy import Policy
+from gemini_tokens.broker._settings import ServeSettings
+from gemini_tokens.broker._types import Caller, Denied
+from gemini_tokens.broker.aiohttp import add_routes
+
+__all__ = [
+    "JsonFormatter",
+    "JsonLinesSink",
+    "build_app",
+    "build_broker",
+    "client_for",
+    "run",
+    "serve",
+    "setup_telemetry",
+]
+
+logger = logging.getLogger("gemini_tokens.serve")
+access_logger = logging.getLogger("gemini_tokens.serve.access")
+
+#: Seconds a readiness answer is reused (probes every few seconds must not hammer Google).
+READY_CACHE_SECONDS = 5.0
+UPSTREAM_PROBE_TIMEOUT = 3.0
+
+_BROKER = web.AppKey("gemini_tokens_broker", TokenBroker)
+_STATE = web.AppKey("gemini_tokens_serve_state", dict)
+
+
+class JsonLinesSink:
+    """An audit sink appending one JSON object per line to a file (flushed per event).
+
+    Args:
+        path: The file; created if missing, appended to otherwise.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # Line-buffered: each event reaches the file whole, even if the process dies.
+        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def __call__(self, event: AuditEvent) -> None:
+        self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def _policy_source(settings: ServeSettings) -> PolicySource:
+    policies = dict(settings.policies)
+    claim = settings.policy_claim
+    if claim is None:
+        return policies["default"]
+    default = settings.default_policy
+
+    def choose(caller: Caller) -> Policy:
+        value = caller.attributes.get(claim)
+        if isinstance(value, str) and value in policies:
+            return policies[value]
+        if default is not None:
+            return policies[default]
+        raise Denied(403, f"no token policy for your {claim}")
+
+    return choose
+
+
+def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]:
+    """The audit sink, and its closer. (The broker itself reports each event to
+    OpenTelemetry.)"""
+    sink: Callable[[AuditEvent], None]
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    if settings.audit_sink == "jsonl":
+        assert settings.audit_path is not None
+        try:
+            jsonl = JsonLinesSink(settings.audit_path)
+        except OSError as exc:
+            from gemini_tokens.broker._settings import SettingsError
+
+            raise SettingsError(
+                settings.source, "audit.path", f"cannot be opened: {exc.strerror or exc}"
+            ) from None
+        sink, close = jsonl, jsonl.close
+    else:
+        sink = log_audit_event
+
+    return sink, close
+
+
+def client_for(settings: ServeSettings) -> AsyncClient:
+    """The `AsyncClient` of ``[upstream]`` (the key from ``GEMINI_API_KEY``).
+
+    Raises:
+        ConfigurationError: no API key, or an unusable base URL.
+    """
+    options: dict[str, Any] = {}
+    if settings.timeout is not None:
+        options["timeout"] = settings.timeout
+    if settings.max_retries is not None:
+        options["max_retries"] = settings.max_retries
+    return AsyncClient(
+        base_url=settings.base_url, allow_insecure_http=settings.allow_insecure_http, **options
+    )
+
+
+def build_broker(
+    settings: ServeSettings, *, client: AsyncClient | None = None
+) -> tuple[TokenBroker, Callable[[], None]]:
+    """The `TokenBroker` the settings describe, and a function closing its audit file.
+
+    Raises:
+        ConfigurationError: no API key, an authorizer that cannot be imported, ...
+    """
+    authorize: Authorize
+    if settings.jwt is not None:
+        authorize = JWTAuthorizer(settings.jwt)
+    else:
+        assert settings.authorizer is not None
+        authorize = load_authorizer(settings.authorizer)
+    if client is None:
+        client = client_for(settings)
+    audit, close_audit = _audit_sink(settings)
+    broker = TokenBroker(
+        authorize=authorize,
+        policy=_policy_source(settings),
+        rate_limits=settings.rate_limits,
+        global_rate_limits=settings.global_rate_limits,
+        storage_uri=settings.storage_uri,
+        allowed_origins=settings.allowed_origins,
+        audit=audit,
+        client=client,
+        on_limiter_error="allow" if settings.on_limiter_error == "allow" else "deny",
+    )
+    return broker, close_audit
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+class _Readiness:
+    """``/readyz``: the limiter's storage, the token service and the JWKS, cached briefly."""
+
+    def __init__(self, broker: TokenBroker, client: AsyncClient, settings: ServeSettings):
+        self._broker = broker
+        self._client = client
+        self._settings = settings
+        self._cached: tuple[float, dict[str, bool]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def checks(self) -> dict[str, bool]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < READY_CACHE_SECONDS:
+                return self._cached[1]
+            results = await asyncio.gather(self._storage(), self._upstream(), self._keys())
+            checks = {"storage": results[0], "upstream": results[1], "jwks": results[2]}
+            self._cached = (time.monotonic(), checks)
+            return checks
+
+    async def _storage(self) -> bool:
+        """Whether the limiter's storage answers (memory always does; Redis: a PING)."""
+        storage = self._broker._limiter.storage
+        try:
+            result = storage.check()  # sync for the memory storage, async for Redis
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, UPSTREAM_PROBE_TIMEOUT)
+            return bool(result)
+        except Exception:
+            return False
+
+    async def _upstream(self) -> bool:
+        """Whether the token service answers HTTP at all (any status: it is up)."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=UPSTREAM_PROBE_TIMEOUT)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(self._client.base_url + "/", allow_redirects=False) as response,
+            ):
+                return response.status < 600
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def _keys(self) -> bool:
+        authorize = self._broker._authorize
+        if isinstance(authorize, JWTAuthorizer):
+            return await authorize.keys.check()
+        return True
+
+
+def _access_log(request: web.Request, status: int, started: float) -> None:
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    # The path only: no query string, no headers (Authorization, cookies), no body.
+    access_logger.info(
+        "%s",
+        json.dumps(
+            {
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "remote": request.remote,
+                "user_agent": request.headers.get("User-Agent", "")[:200],
+            },
+            separators=(",", ":"),
+        ),
+    )
+
+
+def build_app(
+    settings: ServeSettings,
+    broker: TokenBroker,
+    client: AsyncClient,
+    *,
+    metrics_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+) -> web.Application:
+    """The aiohttp application: the broker at ``settings.path``, health, readiness, metrics."""
+    state: dict[str, Any] = {"draining": False, "in_flight": 0}
+    readiness = _Readiness(broker, client, settings)
+    token_path = settings.path
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        if state["draining"] and request.path != "/healthz":
+            # A request on a kept-alive connection after SIGTERM: refused, and told why.
+            status = 503
+            _access_log(request, status, started)
+            return web.json_response(
+                {"error": {"code": 503, "status": "UNAVAILABLE", "message": "shutting down"}},
+                status=503,
+                headers={"Connection": "close", "Retry-After": "1"},
+            )
+        state["in_flight"] += 1
+        try:
+            is_decision = request.path.rstrip("/") == token_path and request.method != "OPTIONS"
+            if is_decision:
+                with _instrumentation.decision(request.method, token_path):
+                    response = await handler(request)
+            else:
+                response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            state["in_flight"] -= 1
+            _access_log(request, status, started)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if state["draining"]:
+            return _json(503, {"status": "draining"})
+        checks = await readiness.checks()
+        ok = all(checks.values())
+        return _json(200 if ok else 503, {"status": "ready" if ok else "not ready", **checks})
+
+    app = web.Application(middlewares=[middleware], client_max_size=64 * 1024)
+    app[_BROKER] = broker
+    app[_STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if metrics_handler is not None:
+        app.router.add_get("/metrics", metrics_handler)
+    add_routes(app, broker, path=token_path)
+    return app
+
+
+def _missing(what: str) -> ConfigurationError:
+    return ConfigurationError(f"{what} needs the serve extra: pip install 'gemini-tokens[serve]'")
+
+
+def _prometheus_handler() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    except ImportError:
+        raise _missing("[server] metrics = true") from None
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+def setup_telemetry(settings: ServeSettings) -> Callable[[], None]:
+    """The OpenTelemetry SDK: OTLP export when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
+    a Prometheus reader for ``/metrics`` when ``[server] metrics = true``.
+
+    Returns:
+        A function that flushes and shuts the providers down (a no-op if none was set).
+
+    Raises:
+        ConfigurationError: the SDK or an exporter is not installed.
+    """
+    otlp = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    if not otlp and not settings.metrics:
+        return lambda: None
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        raise _missing("OpenTelemetry export") from None
+    from gemini_tokens._version import __version__
+
+    resource = Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", "gemini-tokens-broker"),
+            "service.version": __version__,
+        }
+    )
+    readers: list[Any] = []
+    tracer_provider = None
+    if otlp:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        except ImportError:
+            raise _missing("OTEL_EXPORTER_OTLP_ENDPOINT") from None
+
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(tracer_provider)
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if settings.metrics:
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        except ImportError:
+            raise _missing("[server] metrics = true") from None
+
+        readers.append(PrometheusMetricReader())
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(meter_provider)
+
+    def shutdown() -> None:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    return shutdown
+
+
+async def serve(
+    settings: ServeSettings,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGTERM / SIGINT), then shut down gracefully.
+
+    Args:
+        settings: The checked settings.
+        ready: Called with the base URL once listening.
+        stop: An event that stops the service (default: one set by SIGTERM and SIGINT).
+    """
+    client = client_for(settings)
+    broker, close_audit = build_broker(settings, client=client)
+    metrics_handler = _prometheus_handler() if settings.metrics else None
+    app = build_app(settings, broker, client, metrics_handler=metrics_handler)
+
+    async def close_client(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await client.close()
+        close_audit()
+
+    app.cleanup_ctx.append(close_client)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        netloc = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        url = f"http://{netloc}"
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, stop.set)
+        logger.info(
+            "gemini-tokens serve: listening on %s%s",
+            url,
+            settings.path,
+            extra={"url": url, "path": settings.path},
+        )
+        if ready is not None:
+            ready(url)
+        await stop.wait()
+        app[_STATE]["draining"] = True
+        logger.info(
+            "gemini-tokens serve: stopping; %d request(s) in flight get up to %gs",
+            app[_STATE]["in_flight"],
+            settings.shutdown_timeout,
+        )
+    finally:
+        # Closes the listening socket first (new connections are refused), then waits for
+        # the requests in flight, then runs the cleanups (the client, the audit file).
+        await runner.cleanup()
+    logger.info("gemini-tokens serve: stopped")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message (and its extras)."""
+
+    _PLAIN = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message",
+        "asctime",
+        "taskName",
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        if message.startswith("{"):
+            try:
+                entry.update(json.loads(message))
+            except ValueError:
+                entry["message"] = message
+        else:
+            entry["message"] = message
+        for key, value in vars(record).items():
+            if key not in self._PLAIN and key not in entry:
+                entry[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr at INFO for the library's loggers (the audit log included)."""
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger("gemini_tokens")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def run(settings: ServeSettings) -> int:
+    """Run the service in this process until SIGTERM; returns the exit status."""
+    configure_logging()
+    shutdown_telemetry = setup_telemetry(settings)
+
+    def ready(url: str) -> None:
+        print(f"gemini-tokens serve: listening on {url}{settings.path}", flush=True)
+
+    try:
+        asyncio.run(serve(settings, ready=ready))
+    except OSError as exc:
+        print(
+            f"gemini-tokens serve: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        shutdown_telemetry()
+    return 0

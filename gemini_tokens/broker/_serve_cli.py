@@ -1,0 +1,102 @@
+"""The ``gemini-tokens serve`` subcommand: its options, and what it runs.
+
+``gemini-tokens serve --config broker.toml`` runs the broker as a service;
+``--check`` validates the settings (file and environment) and exits; ``--dev`` listens on
+loopback only, lets any origin in, and says so loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_serve_command", "run_serve"]
+
+_DESCRIPTION = """\
+Run the token broker as a service: it verifies your users' JWTs (or calls your
+module:function authorizer), applies the policy, the rate limits and the allowed origins,
+mints with the API key from GEMINI_API_KEY, and audits every decision.
+
+Endpoints: POST <path> (tokens; default /token), GET /healthz (alive), GET /readyz
+(limiter storage, token service and JWKS reachable), GET /metrics (Prometheus, when
+[server] metrics = true). SIGTERM stops it gracefully: new connections are refused,
+requests in flight finish.
+
+Settings come from the TOML file, overridden by GEMINI_TOKENS_<SECTION>_<KEY> variables
+(e.g. GEMINI_TOKENS_SERVER_PORT=9000, GEMINI_TOKENS_LIMITS_STORAGE=redis://...,
+GEMINI_TOKENS_JWT_HMAC_SECRET=...). OpenTelemetry: set OTEL_EXPORTER_OTLP_ENDPOINT to export
+traces and metrics over OTLP/HTTP.
+"""
+
+_DEV_WARNING = """\
+**********************************************************************
+* gemini-tokens serve --dev: DEVELOPMENT MODE                        *
+*   listening on 127.0.0.1 only, and ANY web origin may get tokens.  *
+*   Never run --dev in production.                                   *
+**********************************************************************"""
+
+
+def add_serve_command(commands: Any) -> None:
+    """Add ``serve`` to the ``gemini-tokens`` subcommands (an argparse subparsers object)."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the token broker as a service (JWT auth, limits, audit, metrics)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("GEMINI_TOKENS_CONFIG", "broker.toml"),
+        help="the settings file (default: $GEMINI_TOKENS_CONFIG or ./broker.toml)",
+    )
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the settings (file and environment) and exit: 0 if valid, 2 if not",
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: loopback only, any origin allowed (loudly announced)",
+    )
+    serve.add_argument("--port", type=int, metavar="N", help="override [server] port")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run (or ``--check``) the service; returns the exit status.
+
+    A bad setting raises `SettingsError` (a ConfigurationError: the CLI prints it on one
+    line and exits 2) before anything listens.
+    """
+    from gemini_tokens.broker._settings import load_settings
+
+    environ = dict(os.environ)
+    if args.port is not None:
+        environ["GEMINI_TOKENS_SERVER_PORT"] = str(args.port)
+    settings = load_settings(args.config, environ=environ, dev=args.dev)
+    if args.dev:
+        print(_DEV_WARNING, file=sys.stderr, flush=True)
+    if args.check:
+        # Build everything that can fail without the network: the authorizer (PEM file,
+        # module:function), the policies, limits and storage, the client (API key).
+        from gemini_tokens.broker._serve import build_broker
+
+        broker, close_audit = build_broker(settings)
+        close_audit()
+        names = ", ".join(settings.policies)
+        auth = "JWT" if settings.jwt is not None else f"authorizer {settings.authorizer}"
+        print(
+            f"{settings.source}: OK: {auth}; policies: {names}; limits: "
+            f"{len(settings.rate_limits)} per caller, {len(settings.global_rate_limits)} global "
+            f"on {settings.storage_uri.split('://', 1)[0]}; listens on "
+            f"{settings.host}:{settings.port}{settings.path}"
+        )
+        del broker
+        return 0
+    from gemini_tokens.broker._serve import run
+
+    return run(settings)

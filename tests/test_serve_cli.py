@@ -1,0 +1,121 @@
+"""``gemini-tokens serve`` parsed and checked in process (the subprocess runs are in
+test_serve.py): ``--check``, ``--dev``'s banner, the exit status of a bad setting, and the
+JSON log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from gemini_tokens._cli import main
+from gemini_tokens.broker._serve import JsonFormatter
+
+CONFIG = """
+[server]
+port = 8123
+
+[limits]
+per_caller = ["5/minute"]
+global = ["60/minute"]
+
+[auth]
+authorizer = "tests.test_serve_app:authorize"
+
+[policy]
+model = "gemini-live"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GEMINI_API_KEY", "a-key-for-check")
+    path = tmp_path / "broker.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_check_prints_what_it_would_run(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(config), "--check"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == (
+        f"{config}: OK: authorizer tests.test_serve_app:authorize; policies: default; "
+        "limits: 1 per caller, 1 global on memory; listens on 127.0.0.1:8123/token"
+    )
+    assert "a-key-for-check" not in out.out + out.err
+
+
+def test_port_flag_and_dev_banner(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(config), "--check", "--dev", "--port", "9001"]) == 0
+    out = capsys.readouterr()
+    assert "listens on 127.0.0.1:9001/token" in out.out
+    assert "DEVELOPMENT MODE" in out.err
+    assert "ANY web origin" in out.err
+
+
+def test_a_bad_setting_exits_2_with_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(CONFIG.replace('"5/minute"', '"5 a minute"'))
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gemini-tokens: error: {config}: limits.per_caller: cannot parse")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_authorizer_that_cannot_be_imported(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(CONFIG.replace("tests.test_serve_app:authorize", "nowhere_xyz:f"))
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    assert "authorizer: cannot import 'nowhere_xyz'" in capsys.readouterr().err
+
+
+def test_no_api_key_is_a_configuration_error(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    assert "GEMINI_API_KEY" in capsys.readouterr().err
+
+
+def test_json_log_lines() -> None:
+    formatter = JsonFormatter()
+    record = logging.LogRecord(
+        "gemini_tokens.serve", logging.INFO, "f", 1, "hello %s", ("x",), None
+    )
+    record.url = "http://127.0.0.1:1"
+    entry = json.loads(formatter.format(record))
+    assert entry["message"] == "hello x"
+    assert entry["level"] == "INFO"
+    assert entry["logger"] == "gemini_tokens.serve"
+    assert entry["url"] == "http://127.0.0.1:1"
+    assert entry["time"].endswith("Z")
+    # A JSON message (the access and audit lines) is merged, not quoted.
+    record = logging.LogRecord("a", logging.INFO, "f", 1, '{"status": 200}', None, None)
+    assert json.loads(formatter.format(record))["status"] == 200
+    record = logging.LogRecord("a", logging.INFO, "f", 1, "{not json", None, None)
+    assert json.loads(formatter.format(record))["message"] == "{not json"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("a", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
+    assert "ValueError: boom" in json.loads(formatter.format(record))["exception"]
+
+
+def test_an_http_upstream_elsewhere_needs_allow_insecure_http(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(CONFIG + '\n[upstream]\nbase_url = "http://emulator.test:8765"\n')
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    assert "allow" in capsys.readouterr().err
+    config.write_text(
+        CONFIG
+        + '\n[upstream]\nbase_url = "http://emulator.test:8765"\nallow_insecure_http = true\n'
+    )
+    assert main(["serve", "--config", str(config), "--check"]) == 0

@@ -1,0 +1,300 @@
+"""``broker.toml`` and the ``GEMINI_TOKENS_*`` overrides: what is read, and every refusal
+naming the file (or variable), the key and the rule.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from gemini_tokens import ConfigurationError
+from gemini_tokens.broker._settings import SettingsError, load_settings, parse_settings
+
+GOOD = """
+[server]
+host = "0.0.0.0"
+port = 9000
+path = "/api/token/"
+allowed_origins = ["https://app.example.test"]
+shutdown_timeout = 20
+metrics = true
+access_log = false
+
+[upstream]
+timeout = 5
+max_retries = 1
+allow_insecure_http = true
+
+[limits]
+per_caller = ["5/minute", "100/day"]
+global = ["600/minute"]
+storage = "redis://127.0.0.1:6379/0"
+on_storage_error = "allow"
+
+[audit]
+sink = "jsonl"
+path = "/tmp/audit.jsonl"
+
+[auth.jwt]
+issuer = "https://id.example.test/"
+audience = "api"
+algorithms = ["RS256"]
+jwks_url = "https://id.example.test/.well-known/jwks.json"
+attribute_claims = ["tier"]
+
+[policies]
+claim = "plan"
+default = "free"
+
+[policies.free]
+model = "gemini-free"
+uses = 1
+client_may_set = { speech_config = ["Kore", "Puck"] }
+
+[policies.pro]
+model = "gemini-pro"
+uses = 3
+expire_minutes = 30
+client_may_set = { temperature = { min = 0.0, max = 1.0 } }
+"""
+
+
+def parse(text: str, **env: str) -> Any:
+    return parse_settings(tomllib.loads(text), source="broker.toml", environ=env)
+
+
+def test_a_complete_file_is_read() -> None:
+    s = parse(GOOD)
+    assert (s.host, s.port, s.path) == ("0.0.0.0", 9000, "/api/token")
+    assert s.allowed_origins == ("https://app.example.test",)
+    assert (s.shutdown_timeout, s.metrics, s.access_log) == (20.0, True, False)
+    assert (s.timeout, s.max_retries, s.allow_insecure_http) == (5, 1, True)
+    assert s.rate_limits == ("5/minute", "100/day")
+    assert s.global_rate_limits == ("600/minute",)
+    assert (s.storage_uri, s.on_limiter_error) == ("redis://127.0.0.1:6379/0", "allow")
+    assert (s.audit_sink, s.audit_path) == ("jsonl", "/tmp/audit.jsonl")
+    assert s.jwt is not None
+    assert s.jwt.audience == ("api",)
+    # The policy claim is copied from the JWT into the caller's attributes.
+    assert s.jwt.attribute_claims == ("tier", "plan")
+    assert sorted(s.policies) == ["free", "pro"]
+    assert (s.policy_claim, s.default_policy) == ("plan", "free")
+    assert s.policies["pro"].uses == 3
+    assert s.policies["pro"].client_may_set["temperature"].high == 1.0
+    assert s.policies["free"].client_may_set["speech_config"].values == ("Kore", "Puck")
+
+
+def test_the_environment_overrides_the_file() -> None:
+    s = parse(
+        GOOD,
+        GEMINI_TOKENS_SERVER_PORT="9100",
+        GEMINI_TOKENS_SERVER_METRICS="false",
+        GEMINI_TOKENS_SERVER_ALLOWED_ORIGINS="https://a.test, https://b.test",
+        GEMINI_TOKENS_LIMITS_PER_CALLER="1/second",
+        GEMINI_TOKENS_LIMITS_STORAGE="memory://",
+        GEMINI_TOKENS_JWT_AUDIENCE="other-api",
+        GEMINI_TOKENS_UPSTREAM_TIMEOUT="2.5",
+        GEMINI_TOKENS_POLICIES_DEFAULT="pro",
+        GEMINI_TOKENS_BROKER_SECRET="not ours: left alone",
+        OTHER="x",
+    )
+    assert s.port == 9100
+    assert s.metrics is False
+    assert s.allowed_origins == ("https://a.test", "https://b.test")
+    assert s.rate_limits == ("1/second",)
+    assert s.storage_uri == "memory://"
+    assert s.jwt is not None
+    assert s.jwt.audience == ("other-api",)
+    assert s.timeout == 2.5
+    assert s.default_policy == "pro"
+
+
+def test_an_hmac_secret_from_the_environment_never_shows() -> None:
+    text = GOOD.replace(
+        'algorithms = ["RS256"]\njwks_url = "https://id.example.test/.well-known/jwks.json"',
+        'algorithms = ["HS256"]',
+    )
+    secret = "an-hmac-secret-of-at-least-32-characters!"
+    s = parse(text, GEMINI_TOKENS_JWT_HMAC_SECRET=secret)
+    assert s.jwt is not None
+    assert s.jwt.hmac_secret == secret
+    assert secret not in repr(s)
+
+
+def test_dev_mode_forces_loopback_and_any_origin() -> None:
+    s = parse_settings(tomllib.loads(GOOD), environ={}, dev=True)
+    assert (s.host, s.allowed_origins, s.dev) == ("127.0.0.1", ("*",), True)
+
+
+def test_a_single_policy() -> None:
+    text = GOOD[: GOOD.index("[policies]")] + '[policy]\nmodel = "m"\n'
+    s = parse(text)
+    assert list(s.policies) == ["default"]
+    assert s.policy_claim is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "rule"),
+    [
+        ("port = 9000", "port = 70000", "server.port", "from 0 to 65535"),
+        ("port = 9000", 'port = "9000"', "server.port", "must be an integer, not str"),
+        ("port = 9000", "port = true", "server.port", "not a boolean"),
+        ('path = "/api/token/"', 'path = "/healthz"', "server.path", "must start with /"),
+        ("metrics = true", 'metrics = "yes"', "server.metrics", "true or false"),
+        ("shutdown_timeout = 20", "shutdown_timeout = 0", "server.shutdown_timeout", "seconds"),
+        ('host = "0.0.0.0"', 'host = "a b"', "server.host", "an address"),
+        ('["https://app.example.test"]', '["*"]', "server.allowed_origins", "--dev"),
+        (
+            "access_log = false",
+            "access_log = false\nworkers = 4",
+            "server.workers",
+            "not a setting",
+        ),
+        ("timeout = 5", "timeout = -1", "upstream.timeout", "positive"),
+        ("max_retries = 1", "max_retries = -1", "upstream.max_retries", ">= 0"),
+        ('"100/day"', '"often"', "limits.per_caller", "cannot parse 'often'"),
+        ('"600/minute"', "600", "limits.global", "list of strings"),
+        (
+            'storage = "redis://127.0.0.1:6379/0"',
+            'storage = "mongo://x"',
+            "limits.storage",
+            "unknown",
+        ),
+        (
+            'on_storage_error = "allow"',
+            'on_storage_error = "maybe"',
+            "limits.on_storage_error",
+            "deny",
+        ),
+        ('sink = "jsonl"', 'sink = "syslog"', "audit.sink", "'log'"),
+        ('path = "/tmp/audit.jsonl"', "", "audit.path", "is required"),
+        ('algorithms = ["RS256"]', 'algorithms = ["none"]', "auth.jwt.algorithms", "never allowed"),
+        ('algorithms = ["RS256"]', 'algorithms = ["HS256"]', "auth.jwt.algorithms", "public key"),
+        ('audience = "api"', "", "auth.jwt", "needs issuer, audience"),
+        ('audience = "api"', 'audience = "api"\nkid = 1', "auth.jwt.kid", "not a setting"),
+        (
+            'jwks_url = "https://id.example.test/.well-known/jwks.json"',
+            'jwks_url = "http://id.example.test/jwks"',
+            "auth.jwt.jwks_url",
+            "https://",
+        ),
+        (
+            'jwks_url = "https://id.example.test/.well-known/jwks.json"',
+            "",
+            "auth.jwt",
+            "exactly one of jwks_url",
+        ),
+        ('claim = "plan"', "", "policies.claim", "is required"),
+        ('default = "free"', 'default = "gold"', "policies.default", "'gold' is not one of"),
+        ("uses = 3", "uses = -3", "policies.pro.uses", ""),
+        ("uses = 3", "uses = 3\ncolour = 1", "policies.pro.colour", "not a setting"),
+        (
+            "temperature = { min = 0.0, max = 1.0 }",
+            "temperature = { low = 0.0 }",
+            "policies.pro.client_may_set.temperature",
+            "{ min = 0.0, max = 1.0 }",
+        ),
+        (
+            "temperature = { min = 0.0, max = 1.0 }",
+            'response_modalities = [["SMELL"]]',
+            "policies.pro.client_may_set.response_modalities",
+            "must be one of TEXT, AUDIO",
+        ),
+        ("[server]", "[servers]\n[server]", "[servers]", "is not a section"),
+    ],
+)
+def test_a_bad_setting_names_the_file_the_key_and_the_rule(
+    old: str, new: str, key: str, rule: str
+) -> None:
+    assert old in GOOD
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace(old, new, 1))
+    error = info.value
+    assert isinstance(error, ConfigurationError)
+    assert error.source == "broker.toml"
+    assert error.key == key, str(error)
+    assert rule in error.rule
+    assert str(error) == f"broker.toml: {key}: {error.rule}"
+
+
+def test_auth_and_policy_must_each_be_given_once() -> None:
+    no_auth = GOOD[: GOOD.index("[auth.jwt]")] + GOOD[GOOD.index("[policies]") :]
+    with pytest.raises(SettingsError, match="auth: give exactly one"):
+        parse(no_auth)
+    both_auth = GOOD.replace("[auth.jwt]", '[auth]\nauthorizer = "m:f"\n\n[auth.jwt]')
+    with pytest.raises(SettingsError, match="auth: give exactly one"):
+        parse(both_auth)
+    no_policy = GOOD[: GOOD.index("[policies]")]
+    with pytest.raises(SettingsError, match="policy: give exactly one"):
+        parse(no_policy)
+    both = GOOD + '\n[policy]\nmodel = "m"\n'
+    with pytest.raises(SettingsError, match="policy: give exactly one"):
+        parse(both)
+    no_tables = GOOD[: GOOD.index("[policies.free]")]
+    with pytest.raises(SettingsError, match="define at least one"):
+        parse(no_tables)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("GEMINI_TOKENS_SERVER_PORT", "many", "must be a number"),
+        ("GEMINI_TOKENS_SERVER_METRICS", "perhaps", "true or false"),
+        ("GEMINI_TOKENS_SERVER_PROT", "1", "[server] has no key 'prot'"),
+        ("GEMINI_TOKENS_JWT_ISSUER", "", "issuer"),
+    ],
+)
+def test_a_bad_override_names_the_variable(name: str, value: str, rule: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD, **{name: value})
+    assert rule in str(info.value)
+    if info.value.source == "environment":
+        assert info.value.key == name
+
+
+def test_load_settings_reads_the_file_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "broker.toml"
+    path.write_text(GOOD)
+    assert load_settings(str(path), environ={}).source == str(path)
+    path.write_text(GOOD.replace("port = 9000", "port = [9000"))
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(path), environ={})
+    assert str(info.value).startswith(f"{path}: file: is not valid TOML")
+    with pytest.raises(SettingsError, match="cannot be read"):
+        load_settings(str(tmp_path / "missing.toml"), environ={})
+
+
+def _toml_blocks(path: Path) -> list[str]:
+    text = path.read_text()
+    blocks = []
+    for chunk in text.split("```toml\n")[1:]:
+        blocks.append(chunk.split("```", 1)[0])
+    return blocks
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "serve.md"
+
+
+def test_the_docs_complete_broker_toml_is_valid() -> None:
+    complete, *idps = _toml_blocks(DOCS)
+    s = parse(complete)
+    assert sorted(s.policies) == ["free", "pro"]
+    assert s.storage_uri.startswith("redis://")
+    # Each identity provider's [auth.jwt] in place of the complete file's.
+    head, _, rest = complete.partition("[auth.jwt]")
+    tail = rest[rest.index("[policies]") :]
+    assert len(idps) == 3
+    for idp in idps:
+        settings = parse(head + idp + "\n" + tail)
+        assert settings.jwt is not None
+        assert settings.jwt.jwks_url is not None
+        assert settings.jwt.jwks_url.startswith("https://")
+        assert " " not in settings.jwt.jwks_url
