@@ -36,15 +36,6 @@ MAX_LINE = 88  # what fits a 1280 px page without sideways scrolling
 
 SYBIL = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()])
 
-#: Pages whose owner (the "broker" engineer) is rewriting them inline on their branch; until
-#: that lands here they still hold snippet includes, which are not Python.
-BEING_REWRITTEN = {"recipes.md", "browser.md"}
-
-
-def _awaiting_rewrite(page: pathlib.Path) -> None:
-    if page.name in BEING_REWRITTEN and "--8<--" in page.read_text():
-        pytest.xfail(f"{page.name} still includes files: its inline rewrite has not landed")
-
 
 def _id(page: pathlib.Path) -> str:
     return str(page.relative_to(ROOT))
@@ -74,7 +65,6 @@ def docs_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
 
 @pytest.mark.parametrize("page", PAGES, ids=_id)
 def test_python_blocks_run(page: pathlib.Path, docs_env: dict[str, str]) -> None:
-    _awaiting_rewrite(page)
     document = SYBIL.parse(page)
     document.namespace["__name__"] = "__docs__"
     for example in document.examples():
@@ -104,7 +94,6 @@ def test_code_fits_the_page(page: pathlib.Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=_id)
 def test_no_includes(page: pathlib.Path) -> None:
     """The Markdown reads whole where people read it (the forge): no snippet includes."""
-    _awaiting_rewrite(page)
     text = page.read_text()
     assert "--8<--" not in text
     if page.name != "api.md":
