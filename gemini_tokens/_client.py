@@ -95,6 +95,7 @@ def _load_transport() -> types.ModuleType:
     from gemini_tokens._converters import converters
 
     converters()  # the cattrs converters the first create() with constraints would build
+    _instrumentation.enabled()  # imports opentelemetry, where installed (about 20 ms)
     return _transport
 
 
