@@ -35,8 +35,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package (the test extra brings pytest and trustme's types)."""
-    session.install("-e", ".[test]", "mypy")
+    """mypy --strict on the package (the test extra brings pytest and trustme's types).
+
+    tomli too: mypy checks the package as Python 3.10, where broker.toml is read with it.
+    """
+    session.install("-e", ".[test]", "mypy", "tomli")
     session.run("mypy", "--strict", "gemini_tokens")
 
 
