@@ -1,10 +1,10 @@
 """What a web endpoint answers its own caller when minting a token fails.
 
-`answer_for` maps every gemini-tokens exception to a status, headers and a short text. The
-aiohttp middleware and the FastAPI exception handler below apply it to every endpoint, so
-handlers just call ``create()``. By the time an error reaches them the client has already
-retried what was worth retrying; a ``retry_after`` from the service is passed on as a
-``Retry-After`` header instead of blocking a worker while it runs out.
+`answer_for` maps every gemini-tokens exception to a status, headers and a short
+text. The aiohttp middleware and the FastAPI exception handler below apply it to every
+endpoint, so handlers just call ``create()``. By the time an error reaches them the
+client has already retried what was worth retrying; a ``retry_after`` from the service
+is passed on as a ``Retry-After`` header instead of blocking a worker while it runs out.
 """
 
 from __future__ import annotations
@@ -39,26 +39,27 @@ def answer_for(exc: gemini_tokens.GeminiTokensError) -> Answer:
     if isinstance(exc, gemini_tokens.APIStatusError) and (
         exc.retry_after is not None or exc.status_code == 429
     ):
-        # The service said when to come back (or that we are over quota): say the same.
+        # The service said when to come back (or that we are over quota): say so too.
         status = 429 if isinstance(exc, gemini_tokens.RateLimitError) else 503
         hint = DEFAULT_RETRY_AFTER if exc.retry_after is None else exc.retry_after
         wait = max(1, math.ceil(hint))  # whole seconds, and never 0: no hot retry loops
         return Answer(status, {"Retry-After": str(wait)}, "try again later")
-    if isinstance(exc, (gemini_tokens.ServerError, gemini_tokens.APIConnectionError)) or (
+    outage = (gemini_tokens.ServerError, gemini_tokens.APIConnectionError)
+    if isinstance(exc, outage) or (
         isinstance(exc, gemini_tokens.APIStatusError) and exc.status_code == 408
     ):
-        # An outage that outlasted the retries: transient, so the caller may try again.
+        # An outage that outlasted the retries: transient, the caller may try again.
         retry = {"Retry-After": str(DEFAULT_RETRY_AFTER)}
         return Answer(503, retry, "token service unavailable")
     if isinstance(exc, gemini_tokens.InvalidResponseError):
         return Answer(502, {}, "bad answer from the token service")
-    # A bad key, a refused option, a wrong URL: ours to fix, not the caller's. Safe to log:
-    # messages never contain the API key or a token's name.
+    # A bad key, a refused option, a wrong URL: ours to fix, not the caller's. Safe to
+    # log: messages never contain the API key or a token's name.
     logger.error("cannot mint tokens: %r", exc)
     return Answer(500, {}, "token service misconfigured")
 
 
-# -- aiohttp -------------------------------------------------------------------------------------
+# -- aiohttp -----------------------------------------------------------------------
 
 TOKENS = web.AppKey("tokens", gemini_tokens.AsyncClient)
 
@@ -88,7 +89,7 @@ def make_aiohttp_app(client: gemini_tokens.AsyncClient) -> web.Application:
     return app
 
 
-# -- FastAPI -------------------------------------------------------------------------------------
+# -- FastAPI -----------------------------------------------------------------------
 
 
 def make_fastapi_app(client: gemini_tokens.AsyncClient) -> FastAPI:

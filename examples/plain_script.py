@@ -1,4 +1,4 @@
-"""A plain script: mint one token and print its JSON (GEMINI_API_KEY from the environment)."""
+"""A plain script: mint one token and print its JSON (GEMINI_API_KEY from the env)."""
 
 from __future__ import annotations
 

@@ -4,4 +4,5 @@ import sys
 
 from gemini_tokens._cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when the docs build imports the package to document it
+    sys.exit(main())

@@ -21,7 +21,8 @@ from aiohttp import web
 
 # The plugin is loaded here rather than through its pytest11 entry point, so that the package
 # is first imported after pytest-cov has started measuring (see pyproject's addopts).
-pytest_plugins = ["gemini_tokens.testing._pytest_plugin"]
+# pytester runs the plugin's own tests in a project of their own (tests/test_plugin.py).
+pytest_plugins = ["gemini_tokens.testing._pytest_plugin", "pytester"]
 
 API_KEY = "test-key-5f2d9c81b7"  # a fake key; tests assert it never leaks into messages
 

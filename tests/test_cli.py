@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 from .conftest import API_KEY, RecordingServer
 
@@ -161,3 +164,126 @@ def test_main_in_process(server: RecordingServer, capsys, monkeypatch) -> None: 
     }
     assert main(["create", "--config", "[1]"]) == 2
     assert "JSON object" in capsys.readouterr().err
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the command in-process: (exit status, stderr), whether argparse exits or not."""
+    from gemini_tokens._cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    return status, captured.err
+
+
+# Each message names the flag (or the variable) and the rule, in the command line's terms.
+MESSAGES = [
+    (["create", "--expire-minutes", "0"], "--expire-minutes: must be positive; got 0"),
+    (
+        ["create", "--new-session-expire-minutes", "-1"],
+        "--new-session-expire-minutes: must be positive; got -1",
+    ),
+    (["create", "--expire-minutes", "nan"], "--expire-minutes: must be a number of minutes"),
+    (["create", "--uses", "-2"], "--uses: must be 0 (no limit) or more; got -2"),
+    (["create", "--uses", "one"], "--uses: must be a whole number; got 'one'"),
+    (["create", "--timeout", "nan"], "--timeout: must be a positive number of seconds"),
+    (["create", "--timeout", "0"], "--timeout: must be a positive number of seconds; got 0"),
+    (["create", "--timeout", "-3"], "--timeout: must be a positive number of seconds; got -3"),
+    (["create", "--timeout", "inf"], "--timeout: must be a positive number of seconds"),
+    (["create", "--max-retries", "-1"], "--max-retries: must be 0 (no retries) or more; got -1"),
+    (["create", "--temperature", "warm"], "--temperature: must be a number; got 'warm'"),
+    (["create", "--modality", "video"], "--modality: invalid choice: 'video'"),
+    (["create", "--usess", "1"], "--usess: no such flag; did you mean --uses?"),
+    (["create", "--lock_set"], "--lock_set: no such flag; did you mean --lock-set?"),
+    (["create", "--use", "1"], "--use: no such flag; did you mean --uses?"),  # no abbreviations
+    (["creat"], "invalid choice: 'creat'"),
+    (["emulator", "--port", "99999"], "--port: must be 0 (any free port) to 65535; got 99999"),
+    (["emulator", "--prot", "1"], "--prot: no such flag; did you mean --port?"),
+    (["create", "--config", "{nope"], "--config: is not valid JSON"),
+    (
+        ["create", "--config", '{"temprature": 1}'],
+        "--config: temprature: is not a field of LiveConnectConfig; did you mean 'temperature'?",
+    ),
+    (["create", "--config", '{"temperature": "hot"}'], "--config: temperature: "),
+    (["create", "--model", "m", "--lock", "top_pp"], "--lock: 'top_pp' is not a lockable"),
+    (
+        ["create", "--base-url", "http://example.com"],
+        "--base-url: plain http:// to a host that is not loopback would send the API key in "
+        "clear; use https:// or add --allow-insecure-http",
+    ),
+    (["create", "--base-url", "ftp://example.com"], "--base-url: must be an http(s) URL"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), MESSAGES, ids=[" ".join(a) for a, _ in MESSAGES])
+def test_error_messages_name_the_flag(
+    argv: list[str],
+    message: str,
+    server: RecordingServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.setenv("GEMINI_BASE_URL", server.base_url)
+    status, err = _main(argv, capsys)
+    assert status == 2
+    assert message in err
+    assert err.count("error:") == 1
+    for python in ("_minutes", "expire_minutes", "api_key=", "allow_insecure_http", "None"):
+        assert python not in err
+    assert server.requests == []  # refused before anything was sent
+
+
+def test_a_bad_base_url_in_the_environment_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.setenv("GEMINI_BASE_URL", "http://10.1.2.3:8765")
+    status, err = _main(["create"], capsys)
+    assert status == 2
+    assert "GEMINI_BASE_URL: plain http://" in err
+    assert "add --allow-insecure-http" in err
+
+
+def test_allow_insecure_http(
+    server: RecordingServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag lifts the refusal and reaches the client (which then talks to 127.0.0.1)."""
+    from gemini_tokens import _sync
+    from gemini_tokens._cli import main
+
+    made: list[dict[str, Any]] = []
+    real = _sync.Client
+
+    def client(**options: Any) -> _sync.Client:
+        made.append(options)
+        return real(**{**options, "base_url": server.base_url})
+
+    monkeypatch.setattr(_sync, "Client", client)
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    argv = ["create", "--base-url", "http://tokens.internal:8080"]
+    assert main(argv) == 2
+    assert "add --allow-insecure-http" in capsys.readouterr().err
+    assert made == []
+    assert main([*argv, "--allow-insecure-http"]) == 0
+    assert made[0]["allow_insecure_http"] is True
+    assert made[0]["base_url"] == "http://tokens.internal:8080"
+    assert json.loads(capsys.readouterr().out)["name"].startswith("auth_tokens/")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["emulator", "--port", "99999"], "--port: must be 0 (any free port) to 65535"),
+        (["create", "--usess", "1"], "--usess: no such flag; did you mean --uses?"),
+    ],
+)
+def test_as_a_real_process(argv: list[str], message: str) -> None:
+    result = run_cli(*argv, env={"GEMINI_API_KEY": API_KEY})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -57,6 +57,25 @@ def test_port_flag_and_dev_banner(config: Path, capsys: pytest.CaptureFixture[st
     assert "ANY web origin" in out.err
 
 
+@pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ("99999", "--port: must be 0 (any free port) to 65535; got 99999"),
+        ("-1", "--port: must be 0 (any free port) to 65535; got -1"),
+        ("eighty", "--port: must be a whole number; got 'eighty'"),
+    ],
+)
+def test_a_bad_port_flag_is_named_without_a_traceback(
+    config: Path, capsys: pytest.CaptureFixture[str], port: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--config", str(config), "--check", "--port", port])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
 def test_a_bad_setting_exits_2_with_one_line(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,8 +62,19 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="development mode: loopback only, any origin allowed (loudly announced)",
     )
-    serve.add_argument("--port", type=int, metavar="N", help="override [server] port")
+    serve.add_argument("--port", type=_port, metavar="N", help="override [server] port")
     serve.set_defaults(handler=run_serve)
+
+
+def _port(text: str) -> int:
+    """``--port``'s type: checked here, so the error names the flag, not the setting."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535; got {value}")
+    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:

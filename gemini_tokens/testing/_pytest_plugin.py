@@ -1,15 +1,20 @@
-"""The pytest plugin (entry point ``pytest11``): ``gemini_emulator`` and ``gemini_emulator_sync``.
+"""The pytest plugin (entry point ``pytest11``): the ``gemini_emulator`` fixture.
 
-Cheap to import and inert unless a test asks for a fixture: the emulator, aiohttp and the
-client are imported inside the fixtures. Inside a fixture, ``GEMINI_BASE_URL`` and
-``GEMINI_API_KEY`` point at the emulator, so code that reads the environment (including
-``gemini_tokens.create()``) talks to it.
+Cheap to import and inert unless a test asks for a fixture: the emulator is imported inside
+the fixture. The emulator serves from an event loop of its own, in a thread of its own, never
+from the test's loop. So one fixture serves every kind of test alike: sync tests, async tests
+in any loop scope pytest-asyncio offers (function, class, module, package, session), and sync
+code called inside an async test (``gemini_tokens.create()``), which blocks the test's loop but
+not the emulator. The fixture itself needs no pytest-asyncio.
+
+Inside the fixture, ``GEMINI_BASE_URL`` and ``GEMINI_API_KEY`` point at the emulator, so code
+that reads the environment (including ``gemini_tokens.create()`` and ``acreate()``) talks to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,59 +22,33 @@ if TYPE_CHECKING:
     from gemini_tokens.testing import Emulator
 
 
-def _point_env_at(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def _close_default_client() -> None:
     import gemini_tokens
 
-    monkeypatch.setenv("GEMINI_BASE_URL", emu.base_url)
-    monkeypatch.setenv("GEMINI_API_KEY", emu.api_key)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     # The one-shot create() caches a client configured from the environment: start afresh.
     gemini_tokens.close_default_client()
 
 
-def _reset_default_client() -> None:
-    import gemini_tokens
-
-    gemini_tokens.close_default_client()
-
-
 @pytest.fixture
-def gemini_emulator_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    """A running `Emulator` on its own thread, for sync tests; the environment points at it."""
+def gemini_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A running `Emulator` on a thread of its own; the environment points at it.
+
+    Works in sync and async tests alike, whatever the test's event loop and its scope.
+    """
     from gemini_tokens.testing import Emulator
 
     with Emulator.running() as emu:
-        _point_env_at(emu, monkeypatch)
+        monkeypatch.setenv("GEMINI_BASE_URL", emu.base_url)
+        monkeypatch.setenv("GEMINI_API_KEY", emu.api_key)
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        _close_default_client()
         try:
             yield emu
         finally:
-            _reset_default_client()
+            _close_default_client()
 
 
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - depends on the user's environment
-    _HAVE_PYTEST_ASYNCIO = False
-else:
-    _HAVE_PYTEST_ASYNCIO = True
-
-if _HAVE_PYTEST_ASYNCIO:
-
-    @pytest_asyncio.fixture(name="gemini_emulator")
-    async def _gemini_emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-        """A running `Emulator` on the test's event loop; the environment points at it."""
-        from gemini_tokens.testing import Emulator
-
-        async with Emulator() as emu:
-            _point_env_at(emu, monkeypatch)
-            try:
-                yield emu
-            finally:
-                _reset_default_client()
-
-else:  # pragma: no cover
-
-    @pytest.fixture(name="gemini_emulator")
-    def _gemini_emulator_unavailable() -> Any:
-        """Needs pytest-asyncio."""
-        pytest.fail("the gemini_emulator fixture needs pytest-asyncio (pip install pytest-asyncio)")
+@pytest.fixture
+def gemini_emulator_sync(gemini_emulator: Emulator) -> Emulator:
+    """The same as ``gemini_emulator`` (kept for suites written before the two were one)."""
+    return gemini_emulator
