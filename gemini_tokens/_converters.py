@@ -36,6 +36,7 @@ from gemini_tokens._hooks import (
     is_mapping,
     is_sequence,
     mapping_factory,
+    not_none,
     passthrough,
     schema_to_wire,
     sequence_factory,
@@ -79,9 +80,6 @@ __all__ = [
     "user",
     "wire",
 ]
-
-_MODEL_REFUSED = ("?", "&", "..")
-
 
 def _build_user() -> cattrs.Converter:
     import cattrs
@@ -157,10 +155,18 @@ def _build_wire() -> cattrs.Converter:
     wire.register_structure_hook_func(is_any, passthrough)
 
     def renames(cls: Any) -> dict[str, Any]:
-        return {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls)}
+        # Each field's hook is its type's without the ``| None`` (a None field is omitted
+        # before any hook runs), so cattrs writes plain values (str, numbers) inline rather
+        # than through its Optional wrapper.
+        attrs.resolve_types(cls)
+        out = {}
+        for field in attrs.fields(cls):
+            inner = not_none(field.type)
+            hook = None if inner is field.type else wire.get_unstructure_hook(inner)
+            out[field.name] = override(rename=camel(field.name), unstruct_hook=hook)
+        return out
 
     def camel_unstructure_factory(cls: Any, conv: cattrs.Converter) -> Callable[[Any], Any]:
-        attrs.resolve_types(cls)
         return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames(cls))
 
     wire.register_unstructure_hook_factory(attrs.has, camel_unstructure_factory)
@@ -195,16 +201,30 @@ def _build_wire() -> cattrs.Converter:
 
 @attrs.frozen
 class Converters:
-    """The two converters (see the module's doc)."""
+    """The two converters (see the module's doc), and the two hooks every mint calls.
+
+    The hooks are looked up once, when the converters are built, rather than dispatched on
+    the type at every call.
+    """
 
     user: cattrs.Converter
     wire: cattrs.Converter
+    #: ``user.structure(value, LiveConnectConstraints)``'s hook: ``(value, type) -> model``.
+    structure_constraints: Callable[[Any, Any], LiveConnectConstraints]
+    #: ``wire.unstructure(config)``'s hook for a `LiveConnectConfig`.
+    config_to_wire: Callable[[LiveConnectConfig], dict[str, Any]]
 
 
 @functools.cache
 def converters() -> Converters:
     """The converters, built (and cattrs imported) on the first call."""
-    return Converters(user=_build_user(), wire=_build_wire())
+    user, wire = _build_user(), _build_wire()
+    return Converters(
+        user=user,
+        wire=wire,
+        structure_constraints=user.get_structure_hook(LiveConnectConstraints),
+        config_to_wire=wire.get_unstructure_hook(LiveConnectConfig),
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -224,14 +244,14 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
         ValidationError: naming the offending path under ``live_connect_constraints``.
     """
     try:
-        result: LiveConnectConstraints = converters().user.structure(value, LiveConnectConstraints)
+        result = converters().structure_constraints(value, LiveConnectConstraints)
     except ValidationError as exc:
         raise exc.at("live_connect_constraints") from None
     model = result.model
     if model is not None:
         if not model.removeprefix("models/").removeprefix("tunedModels/").strip():
             raise ValidationError("live_connect_constraints.model", "must not be empty")
-        if any(bad in model for bad in _MODEL_REFUSED):
+        if "?" in model or "&" in model or ".." in model:
             raise ValidationError(
                 "live_connect_constraints.model",
                 "must not contain '?', '&' or '..' (they would change the request)",
@@ -240,7 +260,7 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
 
 
 #: The wire names of the generation settings `LiveConnectConfig` holds flat.
-_FLAT_GENERATION_KEYS = tuple(camel(name) for name in FLAT_GENERATION_FIELDS)
+_FLAT_GENERATION_KEYS = frozenset(camel(name) for name in FLAT_GENERATION_FIELDS)
 
 
 def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
@@ -257,14 +277,17 @@ def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
         return setup
     # The config as camelCase JSON (fields not set omitted), then the generation settings
     # moved under generationConfig: flat ones over those of a whole generation_config.
-    flat: dict[str, Any] = converters().wire.unstructure(config)
+    flat = converters().config_to_wire(config)
     generation: dict[str, Any] = flat.pop("generationConfig", {})
-    for wire_name in _FLAT_GENERATION_KEYS:
-        if wire_name in flat:
-            generation[wire_name] = flat.pop(wire_name)
+    rest = {}
+    for key, value in flat.items():
+        if key in _FLAT_GENERATION_KEYS:
+            generation[key] = value
+        else:
+            rest[key] = value
     if generation:
         setup["generationConfig"] = generation
-    setup.update(flat)
+    setup.update(rest)
     return setup
 
 

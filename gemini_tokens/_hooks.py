@@ -42,6 +42,7 @@ __all__ = [
     "is_mapping",
     "is_sequence",
     "mapping_factory",
+    "not_none",
     "passthrough",
     "schema_to_wire",
     "sequence_factory",
@@ -98,10 +99,13 @@ def strict_int(value: Any, _: Any) -> int:
     return value
 
 
+_INFINITIES = (float("inf"), float("-inf"))
+
+
 def strict_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("", f"must be a number, not {type(value).__name__}")
-    if value != value or value in (float("inf"), float("-inf")):
+    if value != value or value in _INFINITIES:
         raise ValidationError("", "must be a finite number")
     return value
 
@@ -117,7 +121,8 @@ def wire_enums() -> list[type[WireEnum]]:
 
 
 def enum_value(member: WireEnum) -> str:
-    return str(member.value)
+    value: str = member._value_  # the attribute behind ``.value``, without its descriptor
+    return value
 
 
 def enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
@@ -127,11 +132,11 @@ def enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
     allowed = ", ".join(members)
 
     def structure(value: Any, _: Any) -> Any:
-        if isinstance(value, enum_cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().upper()
-            member = members.get(key) or (members.get(prefix + key) if prefix else None)
+        if isinstance(value, str):  # a member is a str too, equal to its name
+            member = members.get(value)
+            if member is None:
+                key = value.strip().upper()
+                member = members.get(key) or (members.get(prefix + key) if prefix else None)
             if member is not None:
                 return member
         raise ValidationError("", f"must be one of {allowed}; got {value!r}")
@@ -169,24 +174,26 @@ def is_sequence(tp: Any) -> bool:
     return typing.get_origin(tp) in (Sequence, list, tuple) and tp is not str
 
 
-def _lazy_hook(conv: cattrs.Converter, tp: Any) -> Callable[[Any], Any]:
-    """``lambda value: conv.structure(value, tp)``, with the dispatch done once, on first use.
-
-    A ``X | None`` type resolves to X's hook (the callers never pass None), exactly what
-    cattrs' own Optional handling would call. Resolved lazily so that hooks registered after
-    a factory ran (the shorthand hooks below) are the ones used.
-    """
+def not_none(tp: Any) -> Any:
+    """X for an ``X | None`` type (``Optional[X]``); any other type as it is."""
     args = typing.get_args(tp)
     if len(args) == 2 and args[1] is type(None) and _is_union(tp):
-        tp = args[0]
-    resolved: list[Callable[[Any, Any], Any]] = []
+        return args[0]
+    return tp
 
-    def hook(value: Any) -> Any:
-        if not resolved:
-            resolved.append(conv.get_structure_hook(tp))
-        return resolved[0](value, tp)
 
-    return hook
+def _resolver(
+    conv: cattrs.Converter, tp: Any
+) -> tuple[Callable[[], Callable[[Any, Any], Any]], Any]:
+    """A function that finds the hook of ``tp`` in ``conv``, and the type to call it with.
+
+    A ``X | None`` type resolves to X's hook (the callers never pass None), exactly what
+    cattrs' own Optional handling would call. The hooks below look theirs up on first use,
+    once, not when they are made, so that hooks registered after a factory ran (the
+    shorthand hooks of `_converters`) are the ones used.
+    """
+    tp = not_none(tp)
+    return (lambda: conv.get_structure_hook(tp)), tp
 
 
 def _is_union(tp: Any) -> bool:
@@ -195,17 +202,21 @@ def _is_union(tp: Any) -> bool:
 
 def sequence_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     (item_type, *_) = typing.get_args(tp) or (Any,)
-    item_hook = _lazy_hook(conv, item_type)
+    resolve, item_type = _resolver(conv, item_type)
+    item_hook: list[Callable[[Any, Any], Any]] = []  # resolved on first use
 
     def structure(value: Any, _: Any) -> Any:
         if type(value) not in (list, tuple) and (
             isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)
         ):
             raise ValidationError("", f"must be a list, not {type(value).__name__}")
+        if not item_hook:
+            item_hook.append(resolve())
+        hook = item_hook[0]
         out = []
         for index, item in enumerate(value):
             try:
-                out.append(item_hook(item))
+                out.append(hook(item, item_type))
             except ValidationError as exc:
                 raise exc.at(f"[{index}]") from None
         return tuple(out)
@@ -219,17 +230,21 @@ def is_mapping(tp: Any) -> bool:
 
 def mapping_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     _, value_type = typing.get_args(tp) or (str, Any)
-    value_hook = _lazy_hook(conv, value_type)
+    resolve, value_type = _resolver(conv, value_type)
+    value_hook: list[Callable[[Any, Any], Any]] = []  # resolved on first use
 
     def structure(value: Any, _: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ValidationError("", f"must be a mapping, not {type(value).__name__}")
+        if not value_hook:
+            value_hook.append(resolve())
+        hook = value_hook[0]
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError("", f"keys must be strings; got {key!r}")
             try:
-                out[key] = value_hook(item)
+                out[key] = hook(item, value_type)
             except ValidationError as exc:
                 raise exc.at(key) from None
         return out
@@ -241,7 +256,9 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
     def factory(cls: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
         attrs.resolve_types(cls)
         fields = {f.name: f for f in attrs.fields(cls)}
-        hooks = {f.name: _lazy_hook(conv, f.type) for f in attrs.fields(cls)}
+        resolvers = {f.name: _resolver(conv, f.type) for f in attrs.fields(cls)}
+        #: Field name -> (its hook, its type); every field's hook is found on first use.
+        hooks: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
         refused = {name: why for (owner, name), why in REFUSED.items() if owner is cls}
 
         def structure(value: Any, _: Any) -> Any:
@@ -254,6 +271,8 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
                 raise ValidationError(
                     "", f"must be a mapping or {cls.__name__}, not {type(value).__name__}"
                 )
+            if not hooks:
+                hooks.update((name, (find(), tp)) for name, (find, tp) in resolvers.items())
             kwargs: dict[str, Any] = {}
             for key, item in items:
                 name = key if key in fields or not isinstance(key, str) else snake(key)
@@ -270,8 +289,9 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
                     raise ValidationError(str(key), f"is given twice (as {name!r} too)")
                 if item is None:
                     continue
+                hook, tp = hooks[name]
                 try:
-                    kwargs[name] = hooks[name](item)
+                    kwargs[name] = hook(item, tp)
                 except ValidationError as exc:
                     raise exc.at(str(key)) from None
             return cls(**kwargs)

@@ -33,6 +33,8 @@ def _time(payload: Mapping[str, Any], sent: Mapping[str, Any], key: str) -> dt.d
 
 def _proto_int(value: Any) -> int | None:
     """An integer as proto3 JSON writes it: a number or a decimal string; else None."""
+    if type(value) is int:
+        return value
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text[:1] == "-" else text
@@ -87,7 +89,7 @@ def parse_token(
     Raises:
         InvalidResponseError: the answer is not a token (not an object, no usable name).
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise InvalidResponseError(
             f"the service answered {status} without a token (its JSON is not an object)",
             status_code=status,
@@ -108,11 +110,8 @@ def parse_token(
     mask = payload.get("fieldMask")
     if not isinstance(mask, str):
         mask = sent.get("fieldMask")
-    locked = (
-        tuple(path.strip() for path in mask.split(",") if path.strip())
-        if isinstance(mask, str)
-        else None
-    )
+    # The paths, stripped, without empty ones.
+    locked = tuple(filter(None, map(str.strip, mask.split(",")))) if isinstance(mask, str) else None
     uses = _proto_int(payload.get("uses"))
     return EphemeralToken(
         name=name,

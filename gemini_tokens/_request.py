@@ -125,6 +125,8 @@ def _resolve_times(
     now: dt.datetime,
 ) -> tuple[dt.datetime, dt.datetime]:
     """The token's expiry and new-session deadline from the time options, checked."""
+    if expire_minutes is expire_time is new_session_expire_minutes is new_session_expire_time is None:
+        return now + DEFAULT_EXPIRE, now + DEFAULT_NEW_SESSION_EXPIRE  # all None: the defaults
     expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
     new_session = _resolve(
         "new_session_expire_minutes",
