@@ -81,6 +81,7 @@ __all__ = [
     "wire",
 ]
 
+
 def _build_user() -> cattrs.Converter:
     import cattrs
 

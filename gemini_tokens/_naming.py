@@ -115,7 +115,7 @@ def field_mask(setup: Mapping[str, Any], lock: Sequence[str] | None) -> str | No
         return None
     paths: list[str] = []
     for key, value in setup.items():
-        if value and (type(value) is dict or isinstance(value, Mapping)):
+        if isinstance(value, Mapping) and value:
             for sub in value:
                 paths.append(f"{key}.{sub}")
         else:

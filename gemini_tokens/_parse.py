@@ -33,8 +33,6 @@ def _time(payload: Mapping[str, Any], sent: Mapping[str, Any], key: str) -> dt.d
 
 def _proto_int(value: Any) -> int | None:
     """An integer as proto3 JSON writes it: a number or a decimal string; else None."""
-    if type(value) is int:
-        return value
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text[:1] == "-" else text
@@ -89,7 +87,7 @@ def parse_token(
     Raises:
         InvalidResponseError: the answer is not a token (not an object, no usable name).
     """
-    if type(payload) is not dict and not isinstance(payload, Mapping):
+    if not isinstance(payload, Mapping):
         raise InvalidResponseError(
             f"the service answered {status} without a token (its JSON is not an object)",
             status_code=status,
