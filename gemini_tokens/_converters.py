@@ -36,7 +36,6 @@ from gemini_tokens._hooks import (
     is_mapping,
     is_sequence,
     mapping_factory,
-    not_none,
     passthrough,
     schema_to_wire,
     sequence_factory,
@@ -156,18 +155,10 @@ def _build_wire() -> cattrs.Converter:
     wire.register_structure_hook_func(is_any, passthrough)
 
     def renames(cls: Any) -> dict[str, Any]:
-        # Each field's hook is its type's without the ``| None`` (a None field is omitted
-        # before any hook runs), so cattrs writes plain values (str, numbers) inline rather
-        # than through its Optional wrapper.
-        attrs.resolve_types(cls)
-        out = {}
-        for field in attrs.fields(cls):
-            inner = not_none(field.type)
-            hook = None if inner is field.type else wire.get_unstructure_hook(inner)
-            out[field.name] = override(rename=camel(field.name), unstruct_hook=hook)
-        return out
+        return {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls)}
 
     def camel_unstructure_factory(cls: Any, conv: cattrs.Converter) -> Callable[[Any], Any]:
+        attrs.resolve_types(cls)
         return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames(cls))
 
     wire.register_unstructure_hook_factory(attrs.has, camel_unstructure_factory)
@@ -202,30 +193,16 @@ def _build_wire() -> cattrs.Converter:
 
 @attrs.frozen
 class Converters:
-    """The two converters (see the module's doc), and the two hooks every mint calls.
-
-    The hooks are looked up once, when the converters are built, rather than dispatched on
-    the type at every call.
-    """
+    """The two converters (see the module's doc)."""
 
     user: cattrs.Converter
     wire: cattrs.Converter
-    #: ``user.structure(value, LiveConnectConstraints)``'s hook: ``(value, type) -> model``.
-    structure_constraints: Callable[[Any, Any], LiveConnectConstraints]
-    #: ``wire.unstructure(config)``'s hook for a `LiveConnectConfig`.
-    config_to_wire: Callable[[LiveConnectConfig], dict[str, Any]]
 
 
 @functools.cache
 def converters() -> Converters:
     """The converters, built (and cattrs imported) on the first call."""
-    user, wire = _build_user(), _build_wire()
-    return Converters(
-        user=user,
-        wire=wire,
-        structure_constraints=user.get_structure_hook(LiveConnectConstraints),
-        config_to_wire=wire.get_unstructure_hook(LiveConnectConfig),
-    )
+    return Converters(user=_build_user(), wire=_build_wire())
 
 
 def __getattr__(name: str) -> Any:
@@ -245,7 +222,7 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
         ValidationError: naming the offending path under ``live_connect_constraints``.
     """
     try:
-        result = converters().structure_constraints(value, LiveConnectConstraints)
+        result: LiveConnectConstraints = converters().user.structure(value, LiveConnectConstraints)
     except ValidationError as exc:
         raise exc.at("live_connect_constraints") from None
     model = result.model
@@ -278,7 +255,7 @@ def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
         return setup
     # The config as camelCase JSON (fields not set omitted), then the generation settings
     # moved under generationConfig: flat ones over those of a whole generation_config.
-    flat = converters().config_to_wire(config)
+    flat: dict[str, Any] = converters().wire.unstructure(config)
     generation: dict[str, Any] = flat.pop("generationConfig", {})
     rest = {}
     for key, value in flat.items():

@@ -42,7 +42,6 @@ __all__ = [
     "is_mapping",
     "is_sequence",
     "mapping_factory",
-    "not_none",
     "passthrough",
     "schema_to_wire",
     "sequence_factory",
@@ -121,8 +120,7 @@ def wire_enums() -> list[type[WireEnum]]:
 
 
 def enum_value(member: WireEnum) -> str:
-    value: str = member._value_  # the attribute behind ``.value``, without its descriptor
-    return value
+    return str(member.value)
 
 
 def enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
@@ -174,26 +172,24 @@ def is_sequence(tp: Any) -> bool:
     return typing.get_origin(tp) in (Sequence, list, tuple) and tp is not str
 
 
-def not_none(tp: Any) -> Any:
-    """X for an ``X | None`` type (``Optional[X]``); any other type as it is."""
-    args = typing.get_args(tp)
-    if len(args) == 2 and args[1] is type(None) and _is_union(tp):
-        return args[0]
-    return tp
-
-
-def _resolver(
-    conv: cattrs.Converter, tp: Any
-) -> tuple[Callable[[], Callable[[Any, Any], Any]], Any]:
-    """A function that finds the hook of ``tp`` in ``conv``, and the type to call it with.
+def _lazy_hook(conv: cattrs.Converter, tp: Any) -> Callable[[Any], Any]:
+    """``lambda value: conv.structure(value, tp)``, with the dispatch done once, on first use.
 
     A ``X | None`` type resolves to X's hook (the callers never pass None), exactly what
-    cattrs' own Optional handling would call. The hooks below look theirs up on first use,
-    once, not when they are made, so that hooks registered after a factory ran (the
-    shorthand hooks of `_converters`) are the ones used.
+    cattrs' own Optional handling would call. Resolved lazily so that hooks registered after
+    a factory ran (the shorthand hooks below) are the ones used.
     """
-    tp = not_none(tp)
-    return (lambda: conv.get_structure_hook(tp)), tp
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is type(None) and _is_union(tp):
+        tp = args[0]
+    resolved: list[Callable[[Any, Any], Any]] = []
+
+    def hook(value: Any) -> Any:
+        if not resolved:
+            resolved.append(conv.get_structure_hook(tp))
+        return resolved[0](value, tp)
+
+    return hook
 
 
 def _is_union(tp: Any) -> bool:
@@ -202,21 +198,17 @@ def _is_union(tp: Any) -> bool:
 
 def sequence_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     (item_type, *_) = typing.get_args(tp) or (Any,)
-    resolve, item_type = _resolver(conv, item_type)
-    item_hook: list[Callable[[Any, Any], Any]] = []  # resolved on first use
+    item_hook = _lazy_hook(conv, item_type)
 
     def structure(value: Any, _: Any) -> Any:
         if type(value) not in (list, tuple) and (
             isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)
         ):
             raise ValidationError("", f"must be a list, not {type(value).__name__}")
-        if not item_hook:
-            item_hook.append(resolve())
-        hook = item_hook[0]
         out = []
         for index, item in enumerate(value):
             try:
-                out.append(hook(item, item_type))
+                out.append(item_hook(item))
             except ValidationError as exc:
                 raise exc.at(f"[{index}]") from None
         return tuple(out)
@@ -230,21 +222,17 @@ def is_mapping(tp: Any) -> bool:
 
 def mapping_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     _, value_type = typing.get_args(tp) or (str, Any)
-    resolve, value_type = _resolver(conv, value_type)
-    value_hook: list[Callable[[Any, Any], Any]] = []  # resolved on first use
+    value_hook = _lazy_hook(conv, value_type)
 
     def structure(value: Any, _: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ValidationError("", f"must be a mapping, not {type(value).__name__}")
-        if not value_hook:
-            value_hook.append(resolve())
-        hook = value_hook[0]
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError("", f"keys must be strings; got {key!r}")
             try:
-                out[key] = hook(item, value_type)
+                out[key] = value_hook(item)
             except ValidationError as exc:
                 raise exc.at(key) from None
         return out
@@ -256,9 +244,7 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
     def factory(cls: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
         attrs.resolve_types(cls)
         fields = {f.name: f for f in attrs.fields(cls)}
-        resolvers = {f.name: _resolver(conv, f.type) for f in attrs.fields(cls)}
-        #: Field name -> (its hook, its type); every field's hook is found on first use.
-        hooks: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
+        hooks = {f.name: _lazy_hook(conv, f.type) for f in attrs.fields(cls)}
         refused = {name: why for (owner, name), why in REFUSED.items() if owner is cls}
 
         def structure(value: Any, _: Any) -> Any:
@@ -271,8 +257,6 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
                 raise ValidationError(
                     "", f"must be a mapping or {cls.__name__}, not {type(value).__name__}"
                 )
-            if not hooks:
-                hooks.update((name, (find(), tp)) for name, (find, tp) in resolvers.items())
             kwargs: dict[str, Any] = {}
             for key, item in items:
                 name = key if key in fields or not isinstance(key, str) else snake(key)
@@ -289,9 +273,8 @@ def attrs_factory(strict: bool) -> Callable[[Any, cattrs.Converter], Any]:
                     raise ValidationError(str(key), f"is given twice (as {name!r} too)")
                 if item is None:
                     continue
-                hook, tp = hooks[name]
                 try:
-                    kwargs[name] = hook(item, tp)
+                    kwargs[name] = hooks[name](item)
                 except ValidationError as exc:
                     raise exc.at(str(key)) from None
             return cls(**kwargs)

@@ -125,9 +125,6 @@ def _resolve_times(
     now: dt.datetime,
 ) -> tuple[dt.datetime, dt.datetime]:
     """The token's expiry and new-session deadline from the time options, checked."""
-    if expire_minutes is None and expire_time is None:
-        if new_session_expire_minutes is None and new_session_expire_time is None:
-            return now + DEFAULT_EXPIRE, now + DEFAULT_NEW_SESSION_EXPIRE  # the usual call
     expire = _resolve("expire_minutes", expire_minutes, "expire_time", expire_time, now)
     new_session = _resolve(
         "new_session_expire_minutes",
