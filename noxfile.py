@@ -88,6 +88,8 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against raw aiohttp and google-genai; prints a table, writes JSON."""
-    session.install("-e", ".[bench]")
+    """Benchmarks against raw aiohttp and google-genai (the client, then the broker in a
+    FastAPI app); prints the tables, writes JSON. Arguments go to ``benchmarks/bench.py``."""
+    session.install("-e", ".[bench,broker,test]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/bench_broker.py")

@@ -80,8 +80,6 @@ __all__ = [
     "wire",
 ]
 
-_MODEL_REFUSED = ("?", "&", "..")
-
 
 def _build_user() -> cattrs.Converter:
     import cattrs
@@ -231,7 +229,7 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
     if model is not None:
         if not model.removeprefix("models/").removeprefix("tunedModels/").strip():
             raise ValidationError("live_connect_constraints.model", "must not be empty")
-        if any(bad in model for bad in _MODEL_REFUSED):
+        if "?" in model or "&" in model or ".." in model:
             raise ValidationError(
                 "live_connect_constraints.model",
                 "must not contain '?', '&' or '..' (they would change the request)",
@@ -240,7 +238,7 @@ def structure_constraints(value: Any) -> LiveConnectConstraints:
 
 
 #: The wire names of the generation settings `LiveConnectConfig` holds flat.
-_FLAT_GENERATION_KEYS = tuple(camel(name) for name in FLAT_GENERATION_FIELDS)
+_FLAT_GENERATION_KEYS = frozenset(camel(name) for name in FLAT_GENERATION_FIELDS)
 
 
 def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
@@ -259,12 +257,15 @@ def setup_to_wire(constraints: LiveConnectConstraints) -> dict[str, Any]:
     # moved under generationConfig: flat ones over those of a whole generation_config.
     flat: dict[str, Any] = converters().wire.unstructure(config)
     generation: dict[str, Any] = flat.pop("generationConfig", {})
-    for wire_name in _FLAT_GENERATION_KEYS:
-        if wire_name in flat:
-            generation[wire_name] = flat.pop(wire_name)
+    rest = {}
+    for key, value in flat.items():
+        if key in _FLAT_GENERATION_KEYS:
+            generation[key] = value
+        else:
+            rest[key] = value
     if generation:
         setup["generationConfig"] = generation
-    setup.update(flat)
+    setup.update(rest)
     return setup
 
 

@@ -98,10 +98,13 @@ def strict_int(value: Any, _: Any) -> int:
     return value
 
 
+_INFINITIES = (float("inf"), float("-inf"))
+
+
 def strict_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("", f"must be a number, not {type(value).__name__}")
-    if value != value or value in (float("inf"), float("-inf")):
+    if value != value or value in _INFINITIES:
         raise ValidationError("", "must be a finite number")
     return value
 
@@ -127,11 +130,11 @@ def enum_factory(enum_cls: Any) -> Callable[[Any, Any], Any]:
     allowed = ", ".join(members)
 
     def structure(value: Any, _: Any) -> Any:
-        if isinstance(value, enum_cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().upper()
-            member = members.get(key) or (members.get(prefix + key) if prefix else None)
+        if isinstance(value, str):  # a member is a str too, equal to its name
+            member = members.get(value)
+            if member is None:
+                key = value.strip().upper()
+                member = members.get(key) or (members.get(prefix + key) if prefix else None)
             if member is not None:
                 return member
         raise ValidationError("", f"must be one of {allowed}; got {value!r}")

@@ -116,7 +116,8 @@ def field_mask(setup: Mapping[str, Any], lock: Sequence[str] | None) -> str | No
     paths: list[str] = []
     for key, value in setup.items():
         if isinstance(value, Mapping) and value:
-            paths.extend(f"{key}.{sub}" for sub in value)
+            for sub in value:
+                paths.append(f"{key}.{sub}")
         else:
             paths.append(key)
     for name in lock:

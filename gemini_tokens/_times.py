@@ -18,7 +18,7 @@ def format_time(value: dt.datetime) -> str:
     """
     if value.tzinfo is not dt.timezone.utc:
         value = value.astimezone(dt.timezone.utc)
-    return value.replace(tzinfo=None).isoformat() + "Z"
+    return value.isoformat()[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_time(value: Any) -> dt.datetime | None:
