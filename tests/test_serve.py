@@ -373,6 +373,9 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
     status, _, body = await in_flight
     assert status == 200, body
     assert body["name"].startswith("auth_tokens/")
+    # Wait for the exit the first SIGTERM started; stop() would send a second one, which may
+    # land after the handlers are gone and kill the process while it winds down.
+    assert serve.process.wait(20) == 0
     assert serve.stop() == 0
     assert len(emulator.tokens) == 2
     assert "stopping; 1 request(s) in flight" in serve.stderr
