@@ -154,14 +154,14 @@ class Serve:
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 20) -> int:
-        if self.process.returncode is not None:
-            return self.process.returncode
-        self.terminate()
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(5)
+        code = self.process.poll()
+        if code is None:
+            self.terminate()
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
