@@ -441,7 +441,9 @@ def observe_audit_event(event: Any) -> None:
     status = getattr(event, "status", None)
     scope = None
     if outcome == "limited" and isinstance(reason, str) and reason.endswith("_limit"):
-        scope = reason[: -len("_limit")]
+        # ``global_limit`` is the API key's budget; every other limit (``caller_limit``,
+        # ``renewal_limit``) is one caller's.
+        scope = "global" if reason == "global_limit" else "caller"
     current = _current_decision.get()
     if current is not None:
         current.outcome(outcome, reason, status=status, limit_scope=scope)

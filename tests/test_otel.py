@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -335,6 +336,26 @@ def test_the_broker_decision_helpers_keep_metric_attributes_low_cardinality(
         ("limited", "caller_limit"): 1,
         ("other", "global_limit"): 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("reason", "scope"),
+    [("caller_limit", "caller"), ("renewal_limit", "caller"), ("global_limit", "global")],
+)
+def test_every_limited_decision_is_a_limiter_rejection_with_its_scope(
+    otel: Telemetry, reason: str, scope: str
+) -> None:
+    event = SimpleNamespace(outcome="limited", reason=reason, status=429, latency_ms=1.0)
+    _instrumentation.observe_audit_event(event)
+    rejections = [
+        dict(p.attributes)
+        for r in otel.reader.get_metrics_data().resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+        if m.name == "gemini_tokens.broker.limiter.rejections"
+        for p in m.data.data_points
+    ]
+    assert rejections == [{"gemini_tokens.limit.scope": scope}]
 
 
 def test_a_decision_that_raises_is_an_error_span_counted_once(otel: Telemetry) -> None:
