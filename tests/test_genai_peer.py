@@ -170,7 +170,7 @@ async def test_genai_snake_case_lock_paths_are_accepted(monkeypatch: pytest.Monk
 #: The issue names 3.6.1: older SDKs sent lower-case enum values and refused these fields.
 GENAI_DIFF = pytest.mark.skipif(
     tuple(int(p) for p in genai.__version__.split(".")[:3] if p.isdigit()) < (3, 6, 1),
-    reason="needs google-genai >= 3.6.1: pip install -e '.[test]'",
+    reason="needs google-genai >= 3.6.1, which needs Python 3.11 or newer",
 )
 
 #: Configs written as a google-genai user would (snake_case, lower-case enum values).
