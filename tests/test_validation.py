@@ -49,8 +49,9 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ),
     (
         {
-            "expire_time": NOW + dt.timedelta(minutes=5),
-            "new_session_expire_time": NOW + dt.timedelta(minutes=6),
+            # hours, not minutes: NOW is read at import, and a slow run must not make it past
+            "expire_time": NOW + dt.timedelta(hours=5),
+            "new_session_expire_time": NOW + dt.timedelta(hours=6),
         },
         "new_session_expire_time",
         "later than the token's expiry",
@@ -166,11 +167,13 @@ async def test_good_edge_values(server: RecordingServer) -> None:
         await client.create(uses=0, expire_minutes=1199.5, new_session_expire_minutes=0.5)
         assert server.last_body["uses"] == 0
         # An explicit new-session deadline equal to the expiry is allowed.
-        when = NOW + dt.timedelta(minutes=10)
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
         await client.create(expire_time=when, new_session_expire_time=when)
         # A non-UTC aware datetime is converted to UTC.
         tz = dt.timezone(dt.timedelta(hours=5, minutes=30))
-        await client.create(expire_time=(NOW + dt.timedelta(minutes=10)).astimezone(tz))
+        await client.create(
+            expire_time=(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)).astimezone(tz)
+        )
         assert server.last_body["expireTime"].endswith("Z")
 
 
