@@ -289,6 +289,10 @@ class Limiter:
     ) -> Limited | None:
         """Count one request for ``caller_id``; the limit hit, or None if within all.
 
+        With Redis, one round trip for the caller's and the global limits together, or
+        none when this process remembers a refusal (the caller's or the global one) whose
+        reset time has not come.
+
         Args:
             caller_id: Whom to count it for.
             limits: The per-caller limits to count against (default: ``rate_limits``).
