@@ -304,9 +304,9 @@ class Limiter:
         per_caller = self.caller_limits if limits is None else limits
         try:
             if self.kind == "memory":
-                limited = self._hit_memory(per_caller, (key, caller_id), "caller")
+                limited = await self._hit_all(per_caller, (key, caller_id), "caller")
                 if limited is None:
-                    limited = self._hit_memory(self.global_limits, ("global",), "global")
+                    limited = await self._hit_all(self.global_limits, ("global",), "global")
                 return limited
             return await self._hit_redis(per_caller, (key, caller_id))
         except asyncio.CancelledError:
@@ -365,9 +365,11 @@ class Limiter:
             retry_after=limited.retry_after,
         )
 
-    def _hit_memory(
+    async def _hit_all(
         self, items: Sequence[Any], identifiers: tuple[str, ...], scope: str
     ) -> Limited | None:
+        """One group of limits in memory (async, as the Redis path, so tests can stand a
+        failing storage in for it)."""
         ids = (_NAMESPACE, *identifiers)
         refused = [item for item in items if not self.sync_strategy.hit(item, *ids)]
         if not refused:
