@@ -29,7 +29,9 @@ interleaved across the apps, and each figure is the median of the rounds:
   are fuller than in the server), and the difference of the whole apps (broker - hand),
   which carries the web server's noise.
 - **Redis**: the commands the broker sends to Redis per request (``MONITOR``, not counting
-  those its scripts run inside Redis), and how many round trips they take.
+  those its scripts run inside Redis), and how many round trips they take (counted on
+  redis-py's connections, in this process, for the broker's limiter with the same limits:
+  a round trip starts when a command goes out while none is waiting for its reply).
 
 Run ``python benchmarks/bench_broker.py`` (``--quick`` for a smoke run). Needs the
 ``bench`` and ``broker`` extras, fastapi and uvicorn (the ``test`` extra). Prints a
@@ -471,8 +473,49 @@ def count_redis_commands(uri: str, app: dict[str, Any], total: int) -> dict[str,
         "requests": total,
         "commands": commands,
         "commands_per_request": sent / total,
-        # The caller's limits go out together (one round trip), then the global ones.
-        "round_trips_per_request": (1 if CALLER_LIMITS else 0) + (1 if GLOBAL_LIMITS else 0),
+        **asyncio.run(limiter_round_trips(uri, total)),
+    }
+
+
+async def limiter_round_trips(uri: str, total: int) -> dict[str, float]:
+    """Round trips and commands per ``enforce`` of the broker's limiter (the app's limits)
+    on ``uri``, counted on redis-py's connections in this process."""
+    from redis.asyncio.connection import AbstractConnection
+
+    from gemini_tokens.broker._limiter import Limiter
+
+    counts = {"commands": 0, "round_trips": 0, "in_flight": 0}
+    send, read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+
+    async def counted_send(self: Any, *args: Any, **kwargs: Any) -> None:
+        counts["commands"] += 1
+        counts["round_trips"] += counts["in_flight"] == 0
+        counts["in_flight"] += 1
+        await send(self, *args, **kwargs)
+
+    async def counted_read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(self, *args, **kwargs)
+        finally:
+            counts["in_flight"] -= 1
+
+    limiter = Limiter(CALLER_LIMITS, GLOBAL_LIMITS, uri)
+    try:
+        await limiter.enforce("round-trips", "deny")  # connects, loads the scripts
+        counts.update(commands=0, round_trips=0)
+        AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
+        AbstractConnection.read_response = counted_read  # type: ignore[method-assign]
+        try:
+            for _ in range(total):
+                await limiter.enforce("round-trips", "deny")
+        finally:
+            AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+            AbstractConnection.read_response = read  # type: ignore[method-assign]
+    finally:
+        await limiter.aclose()
+    return {
+        "round_trips_per_request": counts["round_trips"] / total,
+        "limiter_commands_per_request": counts["commands"] / total,
     }
 
 
@@ -629,8 +672,8 @@ def main() -> None:
     if redis_counts is not None:
         print(
             f"Redis: {redis_counts['commands_per_request']:.2f} commands per request "
-            f"({redis_counts['commands']}), in {redis_counts['round_trips_per_request']} "
-            "round trips (caller limits together, then the global ones)"
+            f"({redis_counts['commands']}), in {redis_counts['round_trips_per_request']:.2f} "
+            "round trips (the caller's and the global limits together)"
         )
 
 
