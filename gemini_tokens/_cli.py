@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import ipaddress
 import json
 import math
 import os
@@ -313,17 +312,9 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any] | None:
     return constraints
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_environment(args: argparse.Namespace) -> None:
     """The key and the base URL, with advice in the command line's terms."""
+    from gemini_tokens._config import _is_loopback
     from gemini_tokens._errors import ConfigurationError, ValidationError
 
     if not any(os.environ.get(name, "").strip() for name in _KEY_VARIABLES):
