@@ -91,8 +91,8 @@ class _Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their callers see "closed"
         await self._on_stop()
-        await loop.shutdown_asyncgens()
-        await loop.shutdown_default_executor()
+        await loop.shutdown_asyncgens()  # then the executor: at exit 3.12+ can't start its joiner
+        await asyncio.gather(loop.shutdown_default_executor(), return_exceptions=True)
 
     def stop(self) -> None:
         """Cancel the calls in flight, await ``on_stop``, end the thread. Idempotent."""
