@@ -370,7 +370,7 @@ async def test_unreachable_service_is_503(gemini_emulator: Emulator) -> None:
     broker = make(gemini_emulator, client=client)
     response = await broker.handle(post())
     assert response.status == 503
-    assert response.header("Retry-After") is not None
+    assert int(response.header("Retry-After") or "0") >= 1
     await client.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -107,8 +108,15 @@ async def test_a_minted_event_has_every_field(gemini_emulator: Emulator) -> None
     assert event.token_id == hashlib.sha256(name.encode()).hexdigest()[:16]
     assert event.model == "gemini-2.5-flash-native-audio-preview-12-2025"
     assert event.uses == 2
+    issued = gemini_emulator.token(name)
+    assert issued is not None
+    # The times the service gave this token (the audit keeps milliseconds).
     assert event.expire_time is not None
+    assert abs(event.expire_time - issued.expire_time) < dt.timedelta(milliseconds=1)
     assert event.new_session_expire_time is not None
+    assert abs(event.new_session_expire_time - issued.new_session_expire_time) < dt.timedelta(
+        milliseconds=1
+    )
     assert event.locked_fields is not None
     assert "generationConfig.speechConfig" in event.locked_fields
     assert event.latency_ms > 0

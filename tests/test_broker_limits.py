@@ -92,7 +92,7 @@ async def test_the_global_limit_and_a_limited_caller_does_not_spend_it(
         everyone = await broker.handle(post(user="alice"))
         assert everyone.status == 429
         assert "everyone" in everyone.json()["error"]["message"]
-        assert everyone.header("Retry-After") is not None
+        assert 1 <= int(everyone.header("Retry-After") or "0") <= 60  # a 2/minute window
     finally:
         await broker.aclose()
 
