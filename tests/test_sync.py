@@ -146,33 +146,6 @@ def test_fork_child_gets_fresh_loop_and_session(server: RecordingServer) -> None
     client.close()
 
 
-def test_fork_in_a_fresh_interpreter_exits_cleanly(server: RecordingServer) -> None:
-    """The child exits normally (atexit, finalizers): no 'Unclosed' noise, parent unharmed."""
-    script = f"""
-import os, sys, warnings
-warnings.simplefilter("error")
-warnings.simplefilter("ignore", DeprecationWarning)
-import gemini_tokens
-client = gemini_tokens.Client({API_KEY!r}, base_url={server.base_url!r})
-client.create()
-pid = os.fork()
-if pid == 0:
-    client.create(uses=4)
-    sys.exit(0)   # a normal exit: atexit hooks and finalizers run in the child
-_, status = os.waitpid(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0, status
-print(client.create(uses=6).uses)
-client.close()
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "6"
-    assert "Unclosed" not in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_one_shot_helpers_use_the_environment(
     server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
