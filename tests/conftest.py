@@ -6,18 +6,18 @@ test's loop) and the sync facade (on its private loop) talk to it over real sock
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import secrets
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+
+from .loop_server import LoopServer
 
 # The plugin is loaded here rather than through its pytest11 entry point, so that the package
 # is first imported after pytest-cov has started measuring (see pyproject's addopts).
@@ -27,7 +27,7 @@ pytest_plugins = ["gemini_tokens.testing._pytest_plugin", "pytester"]
 API_KEY = "test-key-5f2d9c81b7"  # a fake key; tests assert it never leaks into messages
 
 
-class RecordingServer:
+class RecordingServer(LoopServer):
     """An aiohttp server answering ``POST /v1alpha/auth_tokens`` like the service.
 
     By default it echoes the body back as an AuthToken with a fresh random ``name``.
@@ -35,10 +35,9 @@ class RecordingServer:
     """
 
     def __init__(self) -> None:
+        super().__init__("recording-server")
         self.requests: list[dict[str, Any]] = []
         self.respond: Callable[[dict[str, Any]], web.StreamResponse] | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -62,16 +61,9 @@ class RecordingServer:
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
 
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-
-    def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+            await self._runner.cleanup()
 
     @property
     def last_body(self) -> dict[str, Any]:
