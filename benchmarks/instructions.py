@@ -8,6 +8,10 @@ server as ``bench.py``. Each figure is the difference between two runs of differ
 so start-up and imports cancel out.
 
 Run: ``python benchmarks/instructions.py`` (needs ``valgrind``; about a minute).
+
+``--steps`` counts instead each step of the data path on its own (validation, the wire body,
+its JSON, the parse, and the attrs models they build), in a fresh interpreter each, to show
+where a call's instructions go (about two minutes).
 """
 
 from __future__ import annotations
@@ -80,10 +84,93 @@ def count(client: str, port: str, concurrency: int, rounds: int) -> int:
     return int(match.group(1))
 
 
+# --steps: each step of the data path alone, with what it needs made beforehand.
+STEP_SETUP = """
+import datetime as dt, json, os, sys
+import gemini_tokens._client as client
+from gemini_tokens._converters import body_bytes, body_for, setup_to_wire, structure_constraints
+from gemini_tokens._models import EphemeralToken, LiveConnectConfig, TokenRequest
+from gemini_tokens._parse import parse_token
+from gemini_tokens._request import build_request
+from gemini_tokens._times import format_time
+client._load_transport()  # what a client builds when it is made
+C = json.loads(os.environ["BENCH_CONSTRAINTS"])
+request = build_request(live_connect_constraints=C, lock_additional_fields=[])
+body = body_for(request)
+answer = json.dumps(dict(body, name="auth_tokens/" + "x" * 40)).encode()
+payload = json.loads(answer)
+now = request.expire_time
+modalities = request.constraints.config.response_modalities
+def step():
+    STEP
+step()
+for _ in range(int(sys.argv[1])):
+    step()
+os._exit(0)
+"""
+#: (label, statement): the whole steps first, then parts of them (indented labels).
+STEPS = (
+    ("validation: `build_request(...)`", "build_request(live_connect_constraints=C, "
+     "lock_additional_fields=[])"),
+    ("  of which `structure_constraints(...)`", "structure_constraints(C)"),
+    ("  of which `LiveConnectConfig(...)`, a frozen attrs class of 24 fields",
+     "LiveConnectConfig(response_modalities=modalities, temperature=0.7)"),
+    ("  of which `TokenRequest(...)`, 5 fields", "TokenRequest(uses=1, expire_time=now, "
+     "new_session_expire_time=now, constraints=None, lock_additional_fields=())"),
+    ("the wire body: `body_for(request)`", "body_for(request)"),
+    ("  of which `setup_to_wire(...)`", "setup_to_wire(request.constraints)"),
+    ("  of which two `format_time(...)`", "format_time(now); format_time(now)"),
+    ("its JSON: `body_bytes(body)`", "body_bytes(body)"),
+    ("the answer's JSON: `json.loads` (the floor's too)", "json.loads(answer)"),
+    ("the parse: `parse_token(...)`", "parse_token(payload, request, body, status=200, "
+     "base_url='http://127.0.0.1', api_version='v1alpha')"),
+    ("  of which `EphemeralToken(...)`, 9 fields", "EphemeralToken(name='auth_tokens/x', "
+     "expire_time=now, new_session_expire_time=now, uses=1, live_connect_constraints=None, "
+     "locked_fields=(), setup_json={}, base_url='http://127.0.0.1', api_version='v1alpha')"),
+)  # fmt: skip
+
+
+def count_step(statement: str, runs: int) -> int:
+    """Instructions of a fresh interpreter running ``statement`` ``runs`` times."""
+    result = subprocess.run(
+        [
+            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            sys.executable, "-c", STEP_SETUP.replace("STEP", statement), str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        # A fixed hash seed: dict layouts, and so the counts, are the same in every run.
+        env={"BENCH_CONSTRAINTS": json.dumps(CONSTRAINTS), "PATH": "/usr/bin:/bin",
+             "PYTHONHASHSEED": "0"},
+        check=True,
+    )  # fmt: skip
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    if match is None:
+        raise SystemExit(f"callgrind gave no total:\n{result.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def steps() -> None:
+    """Print the instructions of each step of the data path, on its own."""
+
+    def per_run(statement: str) -> float:
+        return (count_step(statement, 3000) - count_step(statement, 1000)) / 2000
+
+    empty = per_run("pass")
+    print("| step | instructions per call |")
+    print("|---|---:|")
+    for label, statement in STEPS:
+        indent = "&nbsp;&nbsp;" if label.startswith("  ") else ""
+        print(f"| {indent}{label.strip()} | {per_run(statement) - empty:,.0f} |")
+
+
 def main() -> int:
     if shutil.which("valgrind") is None:
         print("needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
+    if "--steps" in sys.argv[1:]:
+        steps()
+        return 0
     with loopback_server() as base_url:
         port = base_url.rsplit(":", 1)[1]
         print("| concurrency | floor (instructions/call) | AsyncClient | ÷ floor |")
