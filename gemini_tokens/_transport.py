@@ -302,7 +302,7 @@ class Transport:
         """The error for a 407 from the proxy: names it, never its credentials."""
         message = (
             f"could not reach the token service{self._via}: the proxy answered "
-            f"407 Proxy Authentication Required (it refused its credentials); "
+            f"407 Proxy Authentication Required (its credentials are missing or wrong); "
             f"not retried. {_PROXY_AUTH_HINT}"
         )
         return ProxyAuthenticationError(redact_secrets(message, self._secrets))
