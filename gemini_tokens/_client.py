@@ -145,8 +145,9 @@ class AsyncClient:
             library's requests. The client does not close a session it was given.
         allow_insecure_http: Allow ``http://`` to a non-loopback host.
         proxy: The proxy to send requests through, e.g. ``"http://proxy.corp:3128"``
-            (``user:password@`` for proxy authentication). Default: the environment's
-            when ``trust_env`` is true, else none.
+            (``user:password@`` for proxy authentication; a proxy that refuses them
+            raises `ProxyAuthenticationError` at once, without retries). Default: the
+            environment's when ``trust_env`` is true, else none.
         trust_env: Read ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``
             (and their lower-case forms) when the client is made (default True).
         verify: How to verify the service's TLS certificate: True (the system's trusted

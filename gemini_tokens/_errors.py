@@ -15,7 +15,8 @@ Every exception this library raises on purpose derives from `GeminiTokensError`:
         │   └── ServerError                      5xx
         ├── APIConnectionError                   no usable answer: refused, reset, DNS, TLS ...
         │   ├── APITimeoutError                  a connect or total timeout expired
-        │   └── CertificateVerificationError     the TLS certificate could not be verified
+        │   ├── CertificateVerificationError     the TLS certificate could not be verified
+        │   └── ProxyAuthenticationError         the proxy refused its credentials (407)
         └── InvalidResponseError                 a 2xx answer that is not a token
 
 Messages never contain the API key or a token's name.
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProxyAuthenticationError",
     "RateLimitError",
     "ServerError",
     "ValidationError",
@@ -238,6 +240,16 @@ class CertificateVerificationError(APIConnectionError):
 
     Usually a TLS-inspecting proxy or a private CA: pass its CA to the client
     (``verify="/path/to/ca.pem"``) or set ``SSL_CERT_FILE``.
+    """
+
+
+class ProxyAuthenticationError(APIConnectionError):
+    """The HTTP proxy refused its credentials (407 Proxy Authentication Required).
+
+    Nothing reached the token service. Not retried: wrong or missing credentials stay so,
+    and every retry would send them again. Give the proxy its user and password in its
+    URL: ``proxy="http://user:password@host:port"``, or the same URL in ``HTTPS_PROXY``
+    (``HTTP_PROXY`` for an ``http://`` base URL). The message names the proxy without them.
     """
 
 

@@ -27,6 +27,7 @@ from gemini_tokens._errors import (
     APIStatusError,
     APITimeoutError,
     CertificateVerificationError,
+    ProxyAuthenticationError,
 )
 
 __all__ = [
@@ -132,13 +133,17 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether an error from one attempt is worth another.
 
     Retried: 408, 429, 500, 502, 503, 504, and every `APIConnectionError` (refused, reset,
-    server disconnects, timeouts) but a `CertificateVerificationError` (a certificate that
-    could not be verified stays so). Not retried: other statuses, and
+    server disconnects, timeouts, a proxy that answers its CONNECT with 502 or 503) but a
+    `CertificateVerificationError` (a certificate that could not be verified stays so)
+    and a `ProxyAuthenticationError` (credentials the proxy refused stay wrong, and each
+    retry would send them again). Not retried: other statuses, and
     `InvalidResponseError` (a 2xx answer may have minted a token).
     """
     if isinstance(exc, APIStatusError):
         return exc.status_code in RETRYABLE_STATUSES
-    return isinstance(exc, APIConnectionError) and not isinstance(exc, CertificateVerificationError)
+    return isinstance(exc, APIConnectionError) and not isinstance(
+        exc, (CertificateVerificationError, ProxyAuthenticationError)
+    )
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:

@@ -33,6 +33,7 @@ from gemini_tokens._errors import (
     APITimeoutError,
     CertificateVerificationError,
     ConfigurationError,
+    ProxyAuthenticationError,
     redact_secrets,
 )
 
@@ -45,6 +46,17 @@ _CA_HINT = (
     "If a TLS-inspecting proxy or a private CA signs it, give the client that CA: "
     "verify='/path/to/ca.pem', or set SSL_CERT_FILE=/path/to/ca.pem (any client, the CLI)"
 )
+
+
+_PROXY_AUTH_HINT = (
+    "Give the proxy the right user and password in its URL: "
+    "proxy='http://user:password@host:port', or the same URL in HTTPS_PROXY "
+    "(HTTP_PROXY for an http:// base URL)"
+)
+
+#: The proxy's answer to a request without the credentials it wants (RFC 9110, 15.5.8).
+#: The token service never sends it: through a proxy, it is the proxy's.
+_PROXY_AUTH_REQUIRED = 407
 
 
 _SHARED_CLOSED = (
@@ -222,6 +234,8 @@ class Transport:
         Raises:
             APITimeoutError: the connect or the total timeout expired.
             CertificateVerificationError: the server's certificate could not be verified.
+            ProxyAuthenticationError: the proxy answered 407 (to the CONNECT of an https
+                target, or to the forwarded request for an http one).
             APIConnectionError: any other failure to get a whole answer.
             ConfigurationError: the pool (a shared session's) was closed.
         """
@@ -236,6 +250,10 @@ class Transport:
                 proxy=self._proxy,
                 ssl=self._ssl,
             ) as response:
+                if response.status == _PROXY_AUTH_REQUIRED and self._proxy is not None:
+                    # An http:// target: the proxy forwards the request, and answers
+                    # itself when it wants credentials. (Released unread on the way out.)
+                    raise self._proxy_refused()
                 # A body over MAX_RESPONSE_BYTES is never read whole: a declared length
                 # over it is refused unread, an undeclared one one byte past it. (The
                 # connection is then closed, not reused: the rest is still on it.)
@@ -264,6 +282,8 @@ class Transport:
                 message = f"no complete answer from the token service within {timeout.total:g}s"
             raise APITimeoutError(message) from None
         except aiohttp.ClientError as exc:
+            if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == _PROXY_AUTH_REQUIRED:
+                raise self._proxy_refused() from None  # the CONNECT of an https:// target
             problem = _certificate_problem(exc)
             if problem is not None:
                 host = urlsplit(url).hostname
@@ -277,6 +297,15 @@ class Transport:
             raise APIConnectionError(
                 f"could not reach the token service{self._via}: {text}"
             ) from None
+
+    def _proxy_refused(self) -> ProxyAuthenticationError:
+        """The error for a 407 from the proxy: names it, never its credentials."""
+        message = (
+            f"could not reach the token service{self._via}: the proxy answered "
+            f"407 Proxy Authentication Required (its credentials are missing or wrong); "
+            f"not retried. {_PROXY_AUTH_HINT}"
+        )
+        return ProxyAuthenticationError(redact_secrets(message, self._secrets))
 
 
 def _certificate_problem(exc: BaseException) -> str | None:

@@ -270,6 +270,9 @@ def _samples() -> dict[type[BaseException], BaseException]:
         gemini_tokens.CertificateVerificationError: gemini_tokens.CertificateVerificationError(
             "certificate of 127.0.0.1 could not be verified", attempts=1
         ),
+        gemini_tokens.ProxyAuthenticationError: gemini_tokens.ProxyAuthenticationError(
+            "the proxy http://127.0.0.1:3128 answered 407", attempts=1
+        ),
         InvalidResponseError: InvalidResponseError("no name", status_code=201, attempts=1),
     }
     for cls in (

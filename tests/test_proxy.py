@@ -24,16 +24,18 @@ import trustme
 import gemini_tokens
 from gemini_tokens import (
     APIConnectionError,
+    APIStatusError,
     AsyncClient,
     CertificateVerificationError,
     Client,
     ConfigurationError,
+    ProxyAuthenticationError,
 )
 from gemini_tokens._config import check_proxy_url, resolve_proxy
 
 from .conftest import API_KEY
 from .connect_proxy import ConnectProxy, MapResolver, basic, proxy_fixture  # noqa: F401
-from .fault_server import FaultServer, no_leaked_threads_or_finalizer_errors
+from .fault_server import FaultServer, json_reply, no_leaked_threads_or_finalizer_errors
 
 PROXY_VARS = (
     "HTTPS_PROXY",
@@ -205,25 +207,126 @@ async def test_explicit_proxy_wins_and_authenticates_without_showing_its_passwor
     assert proxy.requests[-1].proxy_authorization == basic("alice", "pr0xy-s3cret")
 
 
-async def test_a_refused_proxy_login_is_a_connection_error_without_the_password(
+PROXY_PASSWORD = "wr0ng-pa55w0rd"
+
+
+def proxy_with_login(proxy: ConnectProxy, login: str) -> str:
+    """The test proxy's URL with ``login`` (``user:password@`` or nothing) in it."""
+    return f"http://{login}127.0.0.1:{proxy.port}"
+
+
+def assert_refused_login(exc: BaseException, proxy: ConnectProxy) -> None:
+    """A typed, unretried 407 whose message names the proxy but none of the secrets."""
+    assert type(exc) is ProxyAuthenticationError
+    assert isinstance(exc, APIConnectionError)
+    assert exc.attempts == 1
+    text = f"{exc} {exc!r}"
+    for secret in (PROXY_PASSWORD, API_KEY, "alice"):
+        assert secret not in text
+    assert f"through the proxy http://127.0.0.1:{proxy.port}:" in text
+    assert "407 Proxy Authentication Required" in text
+    assert "not retried" in text
+    assert "proxy='http://user:password@host:port'" in text
+
+
+@pytest.mark.parametrize("login", [f"alice:{PROXY_PASSWORD}@", ""], ids=["wrong", "none"])
+@pytest.mark.parametrize("via", ["proxy=", "HTTPS_PROXY"])
+async def test_a_refused_proxy_login_on_connect_is_raised_at_once_without_secrets(
+    via: str,
+    login: str,
+    proxy: ConnectProxy,
+    tls_server: FaultServer,
+    ca_file: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An https:// target: the proxy answers the CONNECT with 407. With the default
+    max_retries, one CONNECT and no retry; the token server sees nothing."""
+    proxy.require_auth = basic("alice", "right")
+    explicit = None
+    if via == "proxy=":
+        explicit = proxy_with_login(proxy, login)
+    else:
+        monkeypatch.setenv("HTTPS_PROXY", proxy_with_login(proxy, login))
+    async with AsyncClient(
+        API_KEY, base_url=target(tls_server), verify=ca_file, proxy=explicit
+    ) as client:
+        with pytest.raises(ProxyAuthenticationError) as caught:
+            await client.create()
+    assert_refused_login(caught.value, proxy)
+    assert proxy.connects == [f"gemini.invalid:{tls_server.port}"]
+    assert len(proxy.requests) == 1
+    assert tls_server.attempts == 0
+
+
+@pytest.mark.parametrize("via", ["proxy=", "HTTP_PROXY"])
+async def test_a_refused_proxy_login_on_a_forwarded_request_is_raised_at_once(
+    via: str, proxy: ConnectProxy, plain_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An http:// target: the proxy forwards requests, and its 407 comes back as an
+    ordinary response. Still the typed error, with no retry."""
+    proxy.require_auth = basic("alice", "right")
+    explicit = None
+    if via == "proxy=":
+        explicit = proxy_with_login(proxy, f"alice:{PROXY_PASSWORD}@")
+    else:
+        monkeypatch.setenv("HTTP_PROXY", proxy_with_login(proxy, f"alice:{PROXY_PASSWORD}@"))
+    url = target(plain_server)
+    async with AsyncClient(
+        API_KEY, base_url=url, allow_insecure_http=True, proxy=explicit
+    ) as client:
+        with pytest.raises(ProxyAuthenticationError) as caught:
+            await client.create()
+    assert_refused_login(caught.value, proxy)
+    assert proxy.forwarded == [f"{url}/v1alpha/auth_tokens"]
+    assert len(proxy.requests) == 1
+    assert proxy.requests[0].proxy_authorization == basic("alice", PROXY_PASSWORD)
+    assert plain_server.attempts == 0
+
+
+def test_sync_client_raises_a_refused_proxy_login_at_once(
     proxy: ConnectProxy, tls_server: FaultServer, ca_file: str
 ) -> None:
     proxy.require_auth = basic("alice", "right")
-    client = AsyncClient(
-        API_KEY,
-        base_url=target(tls_server),
-        verify=ca_file,
-        proxy=f"http://alice:wr0ng-pa55@127.0.0.1:{proxy.port}",
-        max_retries=0,
-    )
-    async with client:
+    with (
+        Client(
+            API_KEY,
+            base_url=target(tls_server),
+            verify=ca_file,
+            proxy=proxy_with_login(proxy, f"alice:{PROXY_PASSWORD}@"),
+        ) as client,
+        pytest.raises(ProxyAuthenticationError) as caught,
+    ):
+        client.create()
+    assert_refused_login(caught.value, proxy)
+    assert len(proxy.requests) == 1
+    assert tls_server.attempts == 0
+
+
+async def test_a_connect_the_proxy_cannot_complete_is_still_retried(
+    proxy: ConnectProxy, tls_server: FaultServer, ca_file: str
+) -> None:
+    """A regression guard: only a 407 stops the retries. A CONNECT answered 502 (the
+    proxy cannot reach the host) is an ordinary, retried connection error."""
+    url = f"https://unknown.invalid:{tls_server.port}"  # a host the proxy cannot map
+    async with AsyncClient(API_KEY, base_url=url, verify=ca_file, proxy=proxy.url) as client:
         with pytest.raises(APIConnectionError) as caught:
             await client.create()
-    text = f"{caught.value} {caught.value!r}"
-    assert "wr0ng-pa55" not in text
-    assert f"through the proxy http://127.0.0.1:{proxy.port}" in text
-    assert "407" in text
-    assert tls_server.attempts == 0
+    assert not isinstance(caught.value, ProxyAuthenticationError)
+    assert "502" in str(caught.value)
+    assert caught.value.attempts == 3
+    assert proxy.connects == [f"unknown.invalid:{tls_server.port}"] * 3
+
+
+async def test_a_407_from_the_service_itself_is_a_status_error(
+    plain_server: FaultServer,
+) -> None:
+    """A regression guard: without a proxy, a 407 is the service's answer, not a proxy's."""
+    plain_server.script(json_reply(407, {"error": {"code": 407, "message": "odd"}}))
+    async with AsyncClient(API_KEY, base_url=plain_server.base_url, max_retries=0) as client:
+        with pytest.raises(APIStatusError) as caught:
+            await client.create()
+    assert caught.value.status_code == 407
+    assert plain_server.attempts == 1
 
 
 async def test_a_dead_proxy_is_named_in_the_error(tls_server: FaultServer, ca_file: str) -> None:

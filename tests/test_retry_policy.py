@@ -30,6 +30,7 @@ from gemini_tokens import (
     BadRequestError,
     CertificateVerificationError,
     InvalidResponseError,
+    ProxyAuthenticationError,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -140,6 +141,7 @@ def test_exactly_the_documented_statuses_are_retried() -> None:
         (APIConnectionError("reset"), True),
         (APITimeoutError("slow"), True),
         (CertificateVerificationError("untrusted CA"), False),  # it never heals
+        (ProxyAuthenticationError("407 from the proxy"), False),  # wrong stays wrong
         (InvalidResponseError("no name"), False),
         (BadRequestError("bad", status_code=400), False),
         (ValidationError("uses", "bad"), False),
