@@ -1,7 +1,6 @@
 """The service's parts in process (``build_broker``, ``build_app``, ``serve``): policies by
-claim, the audit file, health and readiness, draining, a ``module:function`` authorizer, and
-the OpenTelemetry spans and metrics of broker decisions (a minted, a denied and a limited
-caller) read with the SDK's in-memory exporter and reader.
+claim, the audit file, health and readiness, draining, a ``module:function`` authorizer.
+(The OpenTelemetry of its decisions is in ``test_serve_otel.py``, which needs the SDK.)
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from gemini_tokens.broker._settings import ServeSettings, parse_settings
 from gemini_tokens.testing import Emulator
 
 from .jwks_server import AUDIENCE, ISSUER, IdentityProvider
-from .test_otel import Telemetry, otel_fixture  # noqa: F401  (fixture)
 
 SECRET = "0123456789abcdef0123456789abcdef-secret"
 MODEL = "gemini-live-test"
@@ -312,67 +310,3 @@ async def test_draining_refuses_requests_on_open_connections(app: App) -> None:
     response = await app.http.get("/readyz")
     assert response.status == 503
     assert (await app.http.get("/healthz")).status == 200  # still alive
-
-
-# --- OpenTelemetry of broker decisions -------------------------------------------------------
-
-
-def _decisions(otel: Telemetry) -> list[Any]:
-    return otel.finished("gemini_tokens.broker.decision")
-
-
-async def test_decision_spans_and_metrics_for_minted_denied_and_limited_callers(
-    app: App, otel: Telemetry
-) -> None:
-    otel.reset()
-    assert (await app.post(token("kim")))[0] == 200
-    assert (await app.post(token("kim")))[0] == 200
-    assert (await app.post(token("kim")))[0] == 429  # 2/minute
-    assert (await app.post(None))[0] == 401
-    assert (await app.post(token("lee"), headers={"Origin": "https://evil.test"}))[0] == 403
-
-    spans = _decisions(otel)
-    outcomes = [
-        (
-            s.attributes["gemini_tokens.outcome"],
-            s.attributes["gemini_tokens.reason"],
-            s.attributes["http.response.status_code"],
-        )
-        for s in spans
-    ]
-    assert outcomes == [
-        ("minted", "ok", 200),
-        ("minted", "ok", 200),
-        ("limited", "caller_limit", 429),
-        ("denied", "unauthenticated", 401),
-        ("denied", "origin_not_allowed", 403),
-    ]
-    for span in spans:
-        assert span.attributes["http.request.method"] == "POST"
-        assert span.attributes["http.route"] == "/token"
-    mints = otel.finished("gemini_tokens.create")
-    assert len(mints) == 2
-    # Each mint span is the child of its decision's span.
-    assert {m.parent.span_id for m in mints} == {s.context.span_id for s in spans[:2]}
-
-    points = otel.read()
-    assert otel.decisions(points) == {
-        ("minted", "ok"): 2,
-        ("limited", "caller_limit"): 1,
-        ("denied", "unauthenticated"): 1,
-        ("denied", "origin_not_allowed"): 1,
-    }
-    (rejections,) = points["gemini_tokens.broker.limiter.rejections"]
-    assert dict(rejections.attributes) == {"gemini_tokens.limit.scope": "caller"}
-    assert rejections.value == 1
-    (duration,) = points["gemini_tokens.mint.duration"]
-    assert duration.count == 2
-    # No caller id, JWT or token anywhere in the telemetry.
-    dumped = json.dumps(
-        [json.loads(s.to_json()) for s in otel.finished()]
-        + [dict(p.attributes) for ps in points.values() for p in ps]
-    )
-    assert "kim" not in dumped
-    assert "lee" not in dumped
-    for issued in app.emu.tokens:
-        assert issued.name not in dumped
