@@ -47,19 +47,22 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repository: the tests' Redis and port helpers
+
+from tests.broker.redis_server import NEEDS_REDIS, REDIS_SERVER, Monitor  # noqa: E402
+from tests.broker.redis_server import redis_server as _redis_server  # noqa: E402
+from tests.spawn import free_port  # noqa: E402
+
 DEFAULT_OUTPUT = HERE / "results" / "broker.json"
 API_KEY = "bench-key-not-a-secret"
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
@@ -73,13 +76,6 @@ APPS = (BROKER, REDIS, HAND, GENAI)
 CALLER_LIMITS = ["1000/second", "1000000/day"]
 GLOBAL_LIMITS = ["50000/second"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_port(port: int, process: subprocess.Popen[Any], timeout: float = 30) -> None:
@@ -397,76 +393,25 @@ def measure_round(app: dict[str, Any], total: int, concurrency: int) -> dict[str
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str | None]:
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
-    )
-    if binary is None:
-        print(
-            "no redis-server (apt-get install redis-server): skipping broker+redis", file=sys.stderr
-        )
+    """The tests' throwaway redis-server; None (and the Redis rows skipped) without one."""
+    if REDIS_SERVER is None:
+        print(f"{NEEDS_REDIS}: skipping broker+redis", file=sys.stderr)
         yield None
         return
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            _wait_port(port, process)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
+    with _redis_server() as uri:
+        yield uri
 
 
 def count_redis_commands(uri: str, app: dict[str, Any], total: int) -> dict[str, Any]:
     """Client commands Redis received per request (MONITOR), during ``total`` requests."""
-    port = int(uri.rsplit(":", 1)[1].split("/")[0])
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"MONITOR\r\n")
-    lines: list[str] = []
-    stop = threading.Event()
-
-    def read() -> None:
-        buffer = b""
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                return
-            buffer += chunk
-            *done, buffer = buffer.split(b"\r\n")
-            lines.extend(line.decode("utf-8", "replace") for line in done)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    time.sleep(0.2)
-    asyncio.run(_load(app["port"], total, 8))
-    time.sleep(0.5)
-    stop.set()
-    reader.join(2)
-    sock.close()
+    monitor = Monitor(uri)
+    try:
+        asyncio.run(_load(app["port"], total, 8))
+        seen = monitor.commands(settle=0.5)
+    finally:
+        monitor.close()
     commands: dict[str, int] = {}
-    for line in lines:
-        if " lua]" in line or "] " not in line:
-            continue  # a script's own commands run inside Redis: no round trip
-        name = line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()
+    for name in seen:
         commands[name] = commands.get(name, 0) + 1
     sent = sum(commands.values())
     return {
@@ -524,7 +469,7 @@ async def limiter_round_trips(uri: str, total: int) -> dict[str, float]:
 
 @contextlib.contextmanager
 def emulator() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -549,7 +494,7 @@ def emulator() -> Iterator[str]:
 
 @contextlib.contextmanager
 def app_process(kind: str, base_url: str, storage_uri: str) -> Iterator[dict[str, Any]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GEMINI_API_KEY": API_KEY, "GEMINI_BASE_URL": base_url}
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     process = subprocess.Popen(
