@@ -11,13 +11,18 @@ import json
 import secrets
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from .loop_server import LoopServer
+
+if TYPE_CHECKING:
+    from gemini_tokens import EphemeralToken
+    from gemini_tokens.testing import Emulator
 
 # The plugin is loaded here rather than through its pytest11 entry point, so that the package
 # is first imported after pytest-cov has started measuring (see pyproject's addopts).
@@ -103,3 +108,18 @@ if sys.version_info < (3, 11):
                 "ignore", "unclosed transport <asyncio.sslproto", ResourceWarning
             )
             gc.collect()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session (20 s a request: a broken server fails a test, not hangs it)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        yield session
+
+
+async def mint(emu: Emulator, **options: Any) -> EphemeralToken:
+    """A token from ``emu``, minted with ``create(**options)`` by a client of its own."""
+    from gemini_tokens import AsyncClient  # (imported once coverage runs; see pytest_plugins)
+
+    async with AsyncClient(emu.api_key, base_url=emu.base_url) as client:
+        return await client.create(**options)

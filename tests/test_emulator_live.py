@@ -16,8 +16,10 @@ import aiohttp
 import attrs
 import pytest
 
-from gemini_tokens import AsyncClient, EphemeralToken
+from gemini_tokens import EphemeralToken
 from gemini_tokens.testing import Emulator
+
+from .conftest import mint
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 OTHER = "models/gemini-2.0-flash-live-001"
@@ -58,17 +60,6 @@ class Result:
 async def emu() -> AsyncIterator[Emulator]:
     async with Emulator() as emulator:
         yield emulator
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def mint(emu: Emulator, **options: Any) -> EphemeralToken:
-    async with AsyncClient(emu.api_key, base_url=emu.base_url) as client:
-        return await client.create(**options)
 
 
 async def converse(

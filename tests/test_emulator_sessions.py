@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from gemini_tokens import AsyncClient, EphemeralToken
 from gemini_tokens.testing import Emulator
+
+from .conftest import mint
 
 MODEL = "gemini-live-2.5-flash-preview"
 RESUMABLE = {"model": MODEL, "config": {"session_resumption": {}}}
@@ -27,17 +27,6 @@ def turn(text: str) -> dict[str, Any]:
             "turnComplete": True,
         }
     }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def mint(emu: Emulator, **options: Any) -> EphemeralToken:
-    async with AsyncClient(emu.api_key, base_url=emu.base_url) as client:
-        return await client.create(**options)
 
 
 async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
