@@ -228,7 +228,7 @@ def _add_demo(commands: Any) -> None:
 
 
 def _add_serve(commands: Any) -> None:
-    from gemini_tokens.broker._serve_cli import add_serve_command  # `gemini-tokens serve`
+    from gemini_tokens.serve._cli import add_serve_command  # `gemini-tokens serve`
 
     add_serve_command(commands)
 

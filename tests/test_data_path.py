@@ -125,7 +125,7 @@ ORDER: dict[str, float] = {
 MODELS = ("_models", "_structures", "_enums", "_times")
 #: Above the core: the core never imports them (only the command line, which serves the
 #: emulator and the broker, may).
-ABOVE = ("gemini_tokens.testing", "gemini_tokens.broker")
+ABOVE = ("gemini_tokens.testing", "gemini_tokens.broker", "gemini_tokens.serve")
 ENTRY_POINTS = frozenset({"__main__", "_cli"})
 
 

@@ -26,8 +26,8 @@ else:  # pragma: no cover
 
 import gemini_tokens
 from gemini_tokens.broker import BrokerRequest, Caller, Denied
-from gemini_tokens.broker._serve import build_app, build_broker, serve
-from gemini_tokens.broker._settings import ServeSettings, parse_settings
+from gemini_tokens.serve._app import build_app, build_broker, serve
+from gemini_tokens.serve._settings import ServeSettings, parse_settings
 from gemini_tokens.testing import Emulator
 
 from .jwks_server import AUDIENCE, ISSUER, IdentityProvider
@@ -301,7 +301,7 @@ async def test_serve_drains_on_stop(
 
 
 async def test_draining_refuses_requests_on_open_connections(app: App) -> None:
-    from gemini_tokens.broker._serve import _STATE
+    from gemini_tokens.serve._app import _STATE
 
     app.http.server.app[_STATE]["draining"] = True
     status, body = await app.post(token())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gemini_tokens._cli import main
-from gemini_tokens.broker._serve import JsonFormatter
+from gemini_tokens.serve._app import JsonFormatter
 
 CONFIG = """
 [server]

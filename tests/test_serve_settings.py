@@ -16,7 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gemini_tokens import ConfigurationError
-from gemini_tokens.broker._settings import SettingsError, load_settings, parse_settings
+from gemini_tokens.serve._settings import SettingsError, load_settings, parse_settings
 
 GOOD = """
 [server]

@@ -23,7 +23,9 @@ Needs the ``broker`` extra (``pip install 'gemini-tokens[broker]'``).
 from __future__ import annotations
 
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
-from gemini_tokens.broker._broker import TokenBroker
+from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
+from gemini_tokens.broker._http import error_body
+from gemini_tokens.broker._jwt import JWTAuthorizer, JWTError, JWTSettings
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._types import (
     MAX_BODY_BYTES,
@@ -37,13 +39,20 @@ from gemini_tokens.broker._types import (
 __all__ = [
     "MAX_BODY_BYTES",
     "AuditEvent",
+    "AuditSink",
+    "Authorize",
     "BrokerRequest",
     "BrokerResponse",
     "Caller",
     "Denied",
     "Headers",
+    "JWTAuthorizer",
+    "JWTError",
+    "JWTSettings",
     "Policy",
+    "PolicySource",
     "TokenBroker",
+    "error_body",
     "log_audit_event",
     "token_id",
 ]

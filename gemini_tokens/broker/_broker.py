@@ -261,8 +261,28 @@ class TokenBroker:
             client = self._client = AsyncClient()
         return client
 
+    # --- what the broker was given, for the service and the OpenAPI document ----------
+
+    @property
+    def authorize(self) -> Authorize:
+        """The ``authorize`` hook the broker was given (e.g. a `JWTAuthorizer`)."""
+        return self._authorize
+
+    @property
+    def policy(self) -> PolicySource:
+        """The policy the broker was given: a `Policy`, or a function of the `Caller`."""
+        return self._policy
+
+    @property
+    def renewal_enabled(self) -> bool:
+        """Whether conversations may be renewed (``renewal=True``)."""
+        return self._renewal is not None
+
     async def check_storage(self) -> bool:
-        """Whether the rate limits' storage answers, for a readiness probe (``/readyz``)."""
+        """Whether the rate limits' storage answers, for a readiness probe (``/readyz``).
+
+        Memory always does; Redis gets a PING, bounded by a short timeout. Never raises.
+        """
         return await self._limiter.check()
 
     # --- adapters -----------------------------------------------------------------------

@@ -32,7 +32,15 @@ def json_body(value: Any) -> bytes:
 
 
 def error_body(status: int, message: str) -> bytes:
-    """``{"error": {"code": ..., "status": ..., "message": ...}}``."""
+    """The JSON error body the broker answers, in google.rpc's shape.
+
+    ``{"error": {"code": status, "status": "<google.rpc name>", "message": message}}``, as
+    the token service itself answers, so a client treats the broker and the service alike.
+
+    Args:
+        status: The HTTP status.
+        message: A message safe to show to the caller (never a secret).
+    """
     return json_body(
         {
             "error": {

@@ -39,7 +39,6 @@ __all__ = [
     "JWTError",
     "JWTSettings",
     "KeySource",
-    "load_authorizer",
 ]
 
 logger = logging.getLogger("gemini_tokens.broker.jwt")
@@ -438,33 +437,3 @@ class JWTAuthorizer:
             return self.caller_from(await self.verify(token))
         except JWTError as exc:
             raise Denied(401, str(exc)) from None
-
-
-def load_authorizer(spec: str) -> Callable[..., Any]:
-    """A ``module:function`` authorizer, imported.
-
-    Raises:
-        ConfigurationError: not ``module:attribute``, not importable, or not callable.
-    """
-    import importlib
-
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(
-            f"authorizer: {spec!r} must be 'module:function', e.g. 'myapp.auth:authorize'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"authorizer: cannot import {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"authorizer: {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not callable(target):
-        raise ConfigurationError(f"authorizer: {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]

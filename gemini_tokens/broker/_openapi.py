@@ -68,7 +68,7 @@ _ERRORS = {
 
 
 def _config_schema(broker: TokenBroker) -> dict[str, Any]:
-    policy = broker._policy
+    policy = broker.policy
     if not isinstance(policy, Policy):
         return {
             "type": "object",
@@ -94,7 +94,7 @@ def operation(broker: TokenBroker) -> dict[str, Any]:
         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
     }
     token_schema, body_properties = _TOKEN_SCHEMA, {"config": _config_schema(broker)}
-    if broker._renewal is not None:
+    if broker.renewal_enabled:
         token_schema = {
             **_TOKEN_SCHEMA,
             "properties": {**_TOKEN_SCHEMA["properties"], "session": _SESSION_SCHEMA},

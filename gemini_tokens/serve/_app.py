@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -24,17 +23,22 @@ from typing import Any
 
 from aiohttp import web
 
-from gemini_tokens import _instrumentation
-from gemini_tokens._client import AsyncClient
-from gemini_tokens._errors import ConfigurationError
-from gemini_tokens.broker._audit import AuditEvent, log_audit_event
-from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
-from gemini_tokens.broker._http import error_body
-from gemini_tokens.broker._jwt import JWTAuthorizer, load_authorizer
-from gemini_tokens.broker._policy import Policy
-from gemini_tokens.broker._settings import ServeSettings
-from gemini_tokens.broker._types import Caller, Denied
+from gemini_tokens import AsyncClient, ConfigurationError, __version__, _instrumentation
+from gemini_tokens.broker import (
+    AuditEvent,
+    AuditSink,
+    Authorize,
+    Caller,
+    Denied,
+    JWTAuthorizer,
+    Policy,
+    PolicySource,
+    TokenBroker,
+    error_body,
+    log_audit_event,
+)
 from gemini_tokens.broker.aiohttp import add_routes
+from gemini_tokens.serve._settings import ServeSettings, SettingsError
 
 __all__ = [
     "JsonFormatter",
@@ -42,6 +46,7 @@ __all__ = [
     "build_app",
     "build_broker",
     "client_for",
+    "load_authorizer",
     "run",
     "serve",
     "setup_telemetry",
@@ -106,8 +111,6 @@ def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]
         try:
             jsonl = JsonLinesSink(settings.audit_path)
         except OSError as exc:
-            from gemini_tokens.broker._settings import SettingsError
-
             raise SettingsError(
                 settings.source, "audit.path", f"cannot be opened: {exc.strerror or exc}"
             ) from None
@@ -190,15 +193,7 @@ class _Readiness:
             return checks
 
     async def _storage(self) -> bool:
-        """Whether the limiter's storage answers (memory always does; Redis: a PING)."""
-        storage = self._broker._limiter.storage
-        try:
-            result = storage.check()  # sync for the memory storage, async for Redis
-            if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, UPSTREAM_PROBE_TIMEOUT)
-            return bool(result)
-        except Exception:
-            return False
+        return await self._broker.check_storage()
 
     async def _upstream(self) -> bool:
         """Whether the token service answers HTTP at all (any status: it is up)."""
@@ -215,7 +210,7 @@ class _Readiness:
             return False
 
     async def _keys(self) -> bool:
-        authorize = self._broker._authorize
+        authorize = self._broker.authorize
         if isinstance(authorize, JWTAuthorizer):
             return await authorize.keys.check()
         return True
@@ -348,7 +343,6 @@ def setup_telemetry(settings: ServeSettings) -> Callable[[], None]:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         raise _missing("OpenTelemetry export") from None
-    from gemini_tokens._version import __version__
 
     resource = Resource.create(
         {
@@ -515,3 +509,33 @@ def run(settings: ServeSettings) -> int:
     finally:
         shutdown_telemetry()
     return 0
+
+
+def load_authorizer(spec: str) -> Callable[..., Any]:
+    """A ``module:function`` authorizer, imported.
+
+    Raises:
+        ConfigurationError: not ``module:attribute``, not importable, or not callable.
+    """
+    import importlib
+
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(
+            f"authorizer: {spec!r} must be 'module:function', e.g. 'myapp.auth:authorize'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"authorizer: cannot import {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"authorizer: {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not callable(target):
+        raise ConfigurationError(f"authorizer: {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]

@@ -83,7 +83,7 @@ def run_serve(args: argparse.Namespace) -> int:
     A bad setting raises `SettingsError` (a ConfigurationError: the CLI prints it on one
     line and exits 2) before anything listens.
     """
-    from gemini_tokens.broker._settings import load_settings
+    from gemini_tokens.serve._settings import load_settings
 
     environ = dict(os.environ)
     if args.port is not None:
@@ -94,7 +94,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.check:
         # Build everything that can fail without the network: the authorizer (PEM file,
         # module:function), the policies, limits and storage, the client (API key).
-        from gemini_tokens.broker._serve import build_broker
+        from gemini_tokens.serve._app import build_broker
 
         broker, close_audit = build_broker(settings)
         close_audit()
@@ -108,6 +108,6 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         del broker
         return 0
-    from gemini_tokens.broker._serve import run
+    from gemini_tokens.serve._app import run
 
     return run(settings)

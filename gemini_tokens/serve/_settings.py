@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from gemini_tokens._errors import ConfigurationError, ValidationError
-from gemini_tokens.broker._jwt import JWTSettings
+from gemini_tokens.broker import JWTSettings
 from gemini_tokens.broker._limiter import redacted_uri
 from gemini_tokens.broker._policy import Policy
 
