@@ -311,3 +311,151 @@ async def test_an_echo_that_differs_is_what_the_token_holds(server: RecordingSer
     assert token.live_connect_constraints is not None
     assert token.live_connect_constraints.model == "models/other"
     assert token.to_dict()["bidiGenerateContentSetup"] == echo
+
+
+# -- the packages around the core (issue #20) --------------------------------------------------
+
+#: Each package's floor: a module imports its own package and packages of a lower rank only
+#: (the broker and testing stand beside each other, so neither imports the other).
+PACKAGE_RANKS = {"core": 0, "broker": 1, "testing": 1, "serve": 2, "cli": 3}
+#: The one module allowed to reach into another package's private names: testing's
+#: documented seam into the core's internals (camel, the converters, the token's times).
+SEAMS = frozenset({"gemini_tokens.testing._core"})
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = ["gemini_tokens", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ("broker", "serve", "testing"):
+        return parts[1]
+    if len(parts) > 1 and parts[1] in ("_cli", "__main__"):
+        return "cli"
+    return "core"
+
+
+MODULES = {
+    _module_name(path): path
+    for path in sorted(PACKAGE.rglob("*.py"))
+    if "static" not in path.relative_to(PACKAGE).parts
+}
+
+
+def _edges(path: pathlib.Path) -> list[tuple[int, str, tuple[str, ...]]]:
+    """``(line, module, names)`` for every import of ours in ``path``, lazy ones included;
+    ``from package import submodule`` is an import of the submodule."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out: list[tuple[int, str, tuple[str, ...]]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in MODULES:
+                    out.append((node.lineno, sub, ()))
+                else:
+                    out.append((node.lineno, base, (alias.name,)))
+    return [edge for edge in out if edge[1].split(".")[0] == "gemini_tokens"]
+
+
+def _package_violations(path: pathlib.Path) -> list[str]:
+    here = _module_name(path)
+    own = _package_of(here)
+    out = []
+    for line, module, names in _edges(path):
+        other = _package_of(module)
+        where = f"{here}:{line} imports {module}"
+        if other == own:
+            continue
+        if PACKAGE_RANKS[other] >= PACKAGE_RANKS[own]:
+            out.append(f"{where}: {other} does not sit below {own}")
+        elif here not in SEAMS and own != "cli":
+            private = [part for part in module.split(".")[1:] if part.startswith("_")]
+            private += [name for name in names if name.startswith("_") and name != "__version__"]
+            if private:
+                out.append(f"{where}: {', '.join(private)} is private to {other}")
+    return out
+
+
+ABOVE_CORE = sorted(
+    (path for name, path in MODULES.items() if _package_of(name) not in ("core", "cli")),
+    key=str,
+)
+
+
+@pytest.mark.parametrize("path", ABOVE_CORE, ids=[str(p.relative_to(PACKAGE)) for p in ABOVE_CORE])
+def test_packages_import_down_and_only_public_names(path: pathlib.Path) -> None:
+    assert _package_violations(path) == []
+
+
+def _cycles() -> list[list[str]]:
+    graph = {
+        name: sorted({m for _, m, _ in _edges(path)} & MODULES.keys() - {name})
+        for name, path in MODULES.items()
+    }
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_anywhere_in_the_package() -> None:
+    """Lazy and TYPE_CHECKING imports count: a cycle is a cycle wherever its import sits."""
+    assert _cycles() == []
+
+
+def test_the_package_check_catches_upward_private_and_cyclic_imports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one, two = PACKAGE / "broker" / "_fake_one.py", PACKAGE / "broker" / "_fake_two.py"
+    texts = {
+        one: (
+            "from gemini_tokens._client import AsyncClient\n"
+            "def later():\n"
+            "    from gemini_tokens.serve import _app\n"
+            "    from gemini_tokens import __version__, _instrumentation, AsyncClient\n"
+            "    from . import _fake_two\n"
+        ),
+        two: "if TYPE_CHECKING:\n    from gemini_tokens.broker._fake_one import X\n",
+    }
+    real = pathlib.Path.read_text
+
+    def read_text(self: pathlib.Path, *args: Any, **kwargs: Any) -> str:
+        return texts[self] if self in texts else real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    monkeypatch.setitem(MODULES, "gemini_tokens.broker._fake_one", one)
+    monkeypatch.setitem(MODULES, "gemini_tokens.broker._fake_two", two)
+    found = _package_violations(one)
+    assert [entry.split(": ", 1)[1] for entry in found] == [
+        "_client is private to core",
+        "serve does not sit below broker",
+        "_instrumentation is private to core",
+    ]
+    fake = {"gemini_tokens.broker._fake_one", "gemini_tokens.broker._fake_two"}
+    assert any(set(cycle) == fake for cycle in _cycles())
