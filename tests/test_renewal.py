@@ -285,6 +285,35 @@ async def test_a_changed_policy_ends_renewals(gemini_emulator: Emulator) -> None
     assert "settings changed" in error_message(refused)
 
 
+@pytest.mark.parametrize(
+    "narrowed",
+    [
+        {"speech_config": ["Kore"], "temperature": (0.0, 1.0)},  # a voice dropped
+        {"speech_config": ["Kore", "Puck"], "temperature": (0.0, 0.5)},  # a range shrunk
+        {"speech_config": ["Kore", "Puck"]},  # a field no longer the client's
+    ],
+    ids=["voice-dropped", "range-shrunk", "field-revoked"],
+)
+async def test_a_narrowed_client_may_set_ends_renewals_of_revoked_choices(
+    gemini_emulator: Emulator, narrowed: dict[str, Any]
+) -> None:
+    """docs/live-sessions.md: a conversation whose choices the policy no longer allows ends
+    at its next renewal (403 session_policy_changed), not at its cap."""
+    events: list[AuditEvent] = []
+    current = {"policy": policy(max_session_minutes=None)}
+    broker = make(policy=lambda caller: current["policy"], audit=events.append)
+    chosen = {"speech_config": "Puck", "temperature": 0.9}
+    first = (await broker.handle(post({"config": chosen}))).json()
+    kept = (await broker.handle(post({"config": {"speech_config": "Kore"}}))).json()
+    current["policy"] = policy(max_session_minutes=None, client_may_set=narrowed)
+    refused = await broker.handle(renew(first["session"]))
+    assert refused.status == 403
+    assert "settings changed" in error_message(refused)
+    assert events[-1].reason == "session_policy_changed"
+    # A conversation whose choices are still allowed renews on.
+    assert (await broker.handle(renew(kept["session"]))).status == 200
+
+
 async def test_renew_body_rules(gemini_emulator: Emulator) -> None:
     broker = make()
     session = (await broker.handle(post())).json()["session"]

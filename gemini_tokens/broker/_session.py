@@ -26,10 +26,10 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens._errors import ConfigurationError, ValidationError
 from gemini_tokens.broker._http import Refusal
 from gemini_tokens.broker._limiter import Limiter, parse_limits
-from gemini_tokens.broker._policy import Policy
+from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._types import Caller
 
 __all__ = ["MIN_SECRET_BYTES", "SECRET_ENV", "Conversation", "Renewal"]
@@ -64,6 +64,15 @@ def policy_digest(policy: Policy, choices: Mapping[str, Any]) -> str:
     options["max_session_minutes"] = policy.max_session_minutes
     canonical = json.dumps(options, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _still_allowed(policy: Policy, choices: Mapping[str, Any]) -> bool:
+    """Whether the policy of today still lets the client make the conversation's choices."""
+    try:
+        check_choices(policy, dict(choices))
+    except ValidationError:
+        return False
+    return True
 
 
 @attrs.frozen(kw_only=True)
@@ -209,9 +218,13 @@ class Renewal:
         """``create()`` options for the next token of ``conversation``.
 
         Raises:
-            Refusal: 403 when the policy changed or the conversation reached its cap.
+            Refusal: 403 when the policy changed (its settings, or what it lets the client
+                choose: a revoked choice ends the conversation at its next renewal) or the
+                conversation reached its cap.
         """
-        if not hmac.compare_digest(conversation.digest, policy_digest(policy, choices)):
+        if not hmac.compare_digest(
+            conversation.digest, policy_digest(policy, choices)
+        ) or not _still_allowed(policy, choices):
             raise Refusal(
                 403,
                 "denied",
