@@ -95,7 +95,8 @@ def _get() -> _Instruments | None:
 
 
 def enabled() -> bool:
-    """Whether ``opentelemetry-api`` is installed (and so spans and metrics are recorded)."""
+    """Whether ``opentelemetry-api`` is installed (spans and metrics are recorded once the
+    application sets an SDK)."""
     return _get() is not None
 
 

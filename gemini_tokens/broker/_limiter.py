@@ -202,8 +202,9 @@ class Limiter:
         if self.kind == "memory":
             # limits' sync memory storage: its hits never wait, and it sweeps expired
             # entries in a thread at most every 10 ms. (Its async twin starts a sweep of
-            # every key, one thread hop per key, on almost every hit: 200 us a request at
-            # 64 callers, growing with the number of callers.)
+            # every key, one thread hop per key, on almost every hit: measured on this
+            # limiter's `enforce`, 62 against 16 us of CPU a request at 64 callers, 102
+            # against 23 at 512, growing with the number of callers.)
             self.storage = limits.storage.MemoryStorage()
             self.sync_strategy = limits.strategies.MovingWindowRateLimiter(self.storage)
             return
