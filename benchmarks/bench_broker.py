@@ -618,7 +618,7 @@ def main() -> None:
         print(
             f"Redis: {redis_counts['commands_per_request']:.2f} commands per request "
             f"({redis_counts['commands']}), in {redis_counts['round_trips_per_request']:.2f} "
-            "round trips (the caller's and the global limits together)"
+            "round trips (the caller's limits, then the global ones with their windows' stats)"
         )
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import random
 
+import attrs
 import pytest
 
 from gemini_tokens.broker import AuditEvent, BrokerRequest, TokenBroker, token_id
@@ -189,3 +190,16 @@ def test_preflights_are_not_decisions(gemini_emulator_sync: Emulator) -> None:
     )
     assert asyncio.run(broker.handle(request)).status == 204
     assert events == []
+
+
+def test_audit_and_metrics_share_one_outcome_set() -> None:
+    from typing import get_args
+
+    from gemini_tokens.broker import _audit, _telemetry
+
+    # One set, the audit's: the metrics count exactly the outcomes an event may have.
+    assert _telemetry.OUTCOMES is _audit.OUTCOMES
+    assert frozenset(get_args(_audit.Outcome)) == _audit.OUTCOMES
+    assert attrs.fields(_audit.AuditEvent).outcome.type in ("Outcome", _audit.Outcome)
+    assert {_telemetry._outcome_value(outcome) for outcome in _audit.OUTCOMES} == _audit.OUTCOMES
+    assert _telemetry._outcome_value("weird") == "other"

@@ -1,4 +1,5 @@
-"""Redis limits: one round trip per request, and refusals each process remembers.
+"""Redis limits: at most two round trips per request, and no global slot for a caller who
+is refused.
 
 Round trips are counted on redis-py's own connections: a round trip starts when a command
 goes out while none of ours is waiting for its reply (commands sent together, on several
@@ -36,6 +37,12 @@ class RoundTrips:
         self.commands: list[str] = []
         self.round_trips = 0
         self.in_flight = 0
+        self._taken = 0
+
+    def take(self) -> int:
+        """Round trips since the last `take`."""
+        taken, self._taken = self.round_trips - self._taken, self.round_trips
+        return taken
 
     def sent(self, command: Any) -> None:
         packed = command if isinstance(command, (bytes, str)) else b"".join(command)
@@ -72,16 +79,31 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
         yield counter
 
 
-async def statuses(broker: TokenBroker, user: str, times: int) -> list[tuple[int, int]]:
-    """(status, Retry-After or 0) of ``times`` requests one after the other."""
+async def statuses(
+    broker: TokenBroker, user: str, times: int, counter: RoundTrips
+) -> list[tuple[int, int, int]]:
+    """(status, Retry-After or 0, round trips) of ``times`` requests one after the other."""
     out = []
+    counter.take()
     for _ in range(times):
         response = await broker.handle(post(user=user))
-        out.append((response.status, int(response.header("Retry-After") or 0)))
+        out.append((response.status, int(response.header("Retry-After") or 0), counter.take()))
     return out
 
 
-async def test_a_minted_request_with_caller_and_global_limits_takes_one_round_trip(
+class GlobalWindow:
+    """Reads the global window's slots left, with `limits`' API, as a replica would."""
+
+    def __init__(self, uri: str, limit: str) -> None:
+        self.limiter = Limiter(None, [limit], uri)
+
+    async def remaining(self) -> int:  # also loads the stats script into Redis
+        item = self.limiter.global_limits[0]
+        stats = await self.limiter.strategy.get_window_stats(item, "gemini_tokens", "global")
+        return int(stats.remaining)
+
+
+async def test_a_minted_request_takes_two_round_trips(
     gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with redis_server() as uri:
@@ -92,18 +114,19 @@ async def test_a_minted_request_with_caller_and_global_limits_takes_one_round_tr
         monitor = Monitor(uri)
         try:
             with counting(monkeypatch) as counter:
-                for _ in range(4):
-                    assert (await broker.handle(post())).status == 200
+                answers = await statuses(broker, "alice", 4, counter)
             received = monitor.commands()
         finally:
             monitor.close()
-    # Three limits, three scripts, sent together: one round trip per request.
-    assert counter.round_trips == 4
-    assert counter.commands == ["EVALSHA"] * 12
-    assert received == ["EVALSHA"] * 12
+    # At most two round trips: the caller's two limits together, then the global one
+    # with its window's stats.
+    assert [(status, wait) for status, wait, _ in answers] == [(200, 0)] * 4
+    assert all(trips <= 2 for _, _, trips in answers), answers
+    assert counter.commands == ["EVALSHA"] * 4 * 4
+    assert received == ["EVALSHA"] * 4 * 4
 
 
-async def test_a_limited_callers_requests_reach_redis_once_per_process_and_spend_little(
+async def test_a_refused_caller_spends_no_global_slot_in_two_round_trips(
     gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with redis_server() as uri:
@@ -113,39 +136,59 @@ async def test_a_limited_callers_requests_reach_redis_once_per_process_and_spend
             "storage_uri": uri,
         }
         replicas = [make_broker(**options), make_broker(**options)]  # two processes' worth
-        checker = Limiter(None, options["global_rate_limits"], uri)
-        item = checker.global_limits[0]
-
-        async def global_remaining() -> int:  # also loads the stats script into Redis
-            stats = await checker.strategy.get_window_stats(item, "gemini_tokens", "global")
-            return int(stats.remaining)
-
-        assert await global_remaining() == 10
+        window = GlobalWindow(uri, "10/minute")
+        assert await window.remaining() == 10
         assert (await replicas[0].handle(post())).status == 200
         assert (await replicas[1].handle(post(user="bob"))).status == 200
         with counting(monkeypatch) as counter:
-            first = await statuses(replicas[0], "alice", 6)
-            after_first = counter.round_trips
-            second = await statuses(replicas[1], "alice", 6)
+            first = await statuses(replicas[0], "alice", 6, counter)
+            second = await statuses(replicas[1], "alice", 6, counter)
         for answers in (first, second):
-            assert [status for status, _ in answers] == [429] * 6
-            waits = [wait for _, wait in answers]
-            # Redis's Retry-After, then the same one counting down, never up.
+            assert [status for status, _, _ in answers] == [429] * 6
+            waits = [wait for _, wait, _ in answers]
+            # The caller's window's reset, from Redis each time: counting down, never up.
             assert 55 <= waits[0] <= 60
             assert all(0 <= a - b <= 1 for a, b in itertools.pairwise(waits))
-        # Each replica asked Redis once (the hits together, then the refused window's
-        # stats): two round trips, then nothing for the next five requests.
-        assert after_first == 2, counter.commands
-        assert counter.round_trips == 4
-        assert counter.commands == ["EVALSHA"] * 3 * 2
-        # The global budget: two tokens, and one slot per replica for the request that
-        # found alice limited; not one per refused request (that would be 12).
-        assert await global_remaining() == 10 - 2 - 2
-        await checker.aclose()
+            # Each refusal asks Redis (nothing is remembered), in at most two round trips:
+            # the caller's hit, then the refused window's stats.
+            assert all(1 <= trips <= 2 for _, _, trips in answers), answers
+        assert counter.commands == ["EVALSHA"] * 2 * 12
+        # The global budget: the two tokens, and not one slot for the twelve refusals.
+        assert await window.remaining() == 10 - 2
+        await window.limiter.aclose()
         assert len(gemini_emulator.tokens) == 2
 
 
-async def test_a_remembered_refusal_counts_down_and_ends_at_the_reset(
+async def test_a_global_refusal_takes_two_round_trips_and_keeps_the_callers_slot(
+    gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with redis_server() as uri:
+        broker = make_broker(
+            rate_limits=["2/minute"], global_rate_limits=["1/minute"], storage_uri=uri
+        )
+        # The global slot (and both scripts loaded: the hit's, and the stats' read along).
+        assert (await broker.handle(post(user="bob"))).status == 200
+        with counting(monkeypatch) as counter:
+            refused = [await broker.handle(post(user=user)) for user in ("alice", "bob")]
+            trips = counter.take()
+            answers = await statuses(broker, "alice", 1, counter)
+        assert [r.status for r in refused] == [429] * 2
+        assert all("everyone" in r.json()["error"]["message"] for r in refused)
+        # The global window's reset, read along with the global hit: no third round trip.
+        assert all(55 <= int(r.header("Retry-After") or 0) <= 60 for r in refused)
+        assert trips <= 2 * 2
+        # alice's first refusal kept the slot of hers it spent (documented): her second
+        # request is her window's second, refused by the global limit once more.
+        assert answers[0][0] == 429
+        assert 1 <= answers[0][2] <= 2
+        caller = make_broker(rate_limits=["2/minute"], storage_uri=uri)
+        limited = await caller.handle(post(user="alice"))
+        assert limited.status == 429
+        assert "you have" in limited.json()["error"]["message"]
+    assert len(gemini_emulator.tokens) == 1
+
+
+async def test_the_reset_is_redis_s_and_nothing_is_remembered(
     gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with redis_server() as uri:
@@ -154,58 +197,13 @@ async def test_a_remembered_refusal_counts_down_and_ends_at_the_reset(
         assert (await broker.handle(post(user="bob"))).status == 429  # loads the scripts
         assert (await broker.handle(post())).status == 200
         with counting(monkeypatch) as counter:
-            assert await statuses(broker, "alice", 1) == [(429, 2)]  # from Redis
-            assert counter.round_trips == 2
+            # Each request reaches Redis: the wait is the window's reset, counting down.
+            assert await statuses(broker, "alice", 1, counter) == [(429, 2, 2)]
             await asyncio.sleep(1.1)
-            assert await statuses(broker, "alice", 1) == [(429, 1)]  # remembered
-            assert counter.round_trips == 2
-            await asyncio.sleep(1.0)  # the window frees its slot: ask Redis again
-            assert await statuses(broker, "alice", 1) == [(200, 0)]
-            assert counter.round_trips == 3
+            assert await statuses(broker, "alice", 1, counter) == [(429, 1, 2)]
+            await asyncio.sleep(1.0)  # the window frees its slot
+            assert await statuses(broker, "alice", 1, counter) == [(200, 0, 1)]
     assert len(gemini_emulator.tokens) == 3
-
-
-async def test_a_global_refusal_is_remembered_too(
-    gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with redis_server() as uri:
-        broker = make_broker(rate_limits=["1/minute"], storage_uri=uri)
-        assert (await broker.handle(post(user="bob"))).status == 200
-        assert (await broker.handle(post(user="bob"))).status == 429  # loads the scripts
-        broker = make_broker(global_rate_limits=["1/minute"], storage_uri=uri)
-        assert (await broker.handle(post())).status == 200
-        with counting(monkeypatch) as counter:
-            refused = [await broker.handle(post(user=user)) for user in ("bob", "alice", "bob")]
-        assert [r.status for r in refused] == [429] * 3
-        assert all("everyone" in r.json()["error"]["message"] for r in refused)
-        assert counter.round_trips == 2  # the first refusal only
-    assert len(gemini_emulator.tokens) == 2
-
-
-async def test_the_memory_of_refusals_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    with redis_server() as uri:
-        limiter = Limiter(["1/minute"], None, uri)
-        limiter.refused.size = 3
-        try:
-            assert await limiter.hit("warm-up") is None
-            assert await limiter.hit("warm-up") is not None  # loads the scripts
-            limiter.refused = type(limiter.refused)(3)
-            for number in range(5):
-                assert await limiter.hit(f"caller-{number}") is None
-                assert await limiter.hit(f"caller-{number}") is not None  # remembered
-            assert len(limiter.refused) == 3
-            with counting(monkeypatch) as counter:
-                for number in (2, 3, 4):  # the most recent three: no Redis
-                    assert await limiter.hit(f"caller-{number}") is not None
-                assert counter.round_trips == 0
-                # The oldest was forgotten: Redis, still the authority, refuses it again.
-                refused = await limiter.hit("caller-0")
-                assert refused is not None
-                assert refused.scope == "caller"
-                assert counter.round_trips == 2
-            assert len(limiter.refused) == 3
-        finally:
-            await limiter.aclose()
 
 
 async def test_replicas_still_share_one_callers_limit_exactly(gemini_emulator: Emulator) -> None:

@@ -97,6 +97,23 @@ async def test_the_global_limit_and_a_limited_caller_does_not_spend_it(
         await broker.aclose()
 
 
+async def test_a_global_refusal_keeps_the_callers_slot(gemini_emulator: Emulator) -> None:
+    # Documented: the caller's limits are hit first, and `limits` cannot take a hit back.
+    broker = make(rate_limits=["2/minute"], global_rate_limits=["1/minute"])
+    try:
+        assert (await broker.handle(post(user="bob"))).status == 200
+        for _ in range(2):
+            everyone = await broker.handle(post(user="alice"))
+            assert everyone.status == 429
+            assert "everyone" in everyone.json()["error"]["message"]
+        mine = await broker.handle(post(user="alice"))  # her window: two slots, both spent
+        assert mine.status == 429
+        assert "you have" in mine.json()["error"]["message"]
+        assert len(gemini_emulator.tokens) == 1
+    finally:
+        await broker.aclose()
+
+
 async def test_unreachable_storage_fails_closed(
     gemini_emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:

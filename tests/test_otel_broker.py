@@ -1,11 +1,13 @@
 """OpenTelemetry of an embedded `TokenBroker` (no ``serve``): a span per decision with its
-outcome, the decision and rejection counters, for a minted, a denied and a limited caller.
+outcome, the decision and rejection counters, for a minted, a denied and a limited caller;
+and the broker's telemetry helpers (`decision_span`, `record_decision`, `observe`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,10 +16,10 @@ pytest.importorskip("opentelemetry.sdk", reason="needs opentelemetry-sdk: pip in
 from opentelemetry.trace import SpanKind, StatusCode
 
 import gemini_tokens
-from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
+from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker, _telemetry
 from gemini_tokens.testing import Emulator
 
-from .test_otel import Telemetry, otel_fixture  # noqa: F401  (fixture)
+from .test_otel import Telemetry, _counts, otel_fixture  # noqa: F401  (fixture)
 
 
 async def authorize(request: BrokerRequest) -> Caller:
@@ -92,3 +94,66 @@ async def test_a_server_side_failure_is_an_error_span(
     assert span.attributes["gemini_tokens.outcome"] == "upstream_error"
     assert span.attributes["gemini_tokens.reason"] == "upstream_refused"
     assert span.status.status_code is StatusCode.ERROR
+
+
+def test_the_broker_decision_helpers_keep_metric_attributes_low_cardinality(
+    otel: Telemetry,
+) -> None:
+    with _telemetry.decision_span("POST", "/token") as d:
+        d.outcome("denied", "Bearer abc.def.ghi is not welcome, user 1234", status=401)
+    _telemetry.record_decision("limited", "caller_limit")
+    _telemetry.record_decision("weird-outcome", "global_limit")
+    (span,) = otel.finished()
+    assert span.name == "gemini_tokens.broker.decision"
+    assert span.kind is SpanKind.SERVER
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "POST",
+        "http.route": "/token",
+        "gemini_tokens.outcome": "denied",
+        "gemini_tokens.reason": "other",  # free text never becomes an attribute
+        "http.response.status_code": 401,
+    }
+    decisions = otel.reader.get_metrics_data()
+    points = {
+        (p.attributes["gemini_tokens.outcome"], p.attributes["gemini_tokens.reason"]): p.value
+        for r in decisions.resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+        if m.name == "gemini_tokens.broker.decisions"
+        for p in m.data.data_points
+    }
+    assert points == {
+        ("denied", "other"): 1,
+        ("limited", "caller_limit"): 1,
+        ("other", "global_limit"): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "scope"),
+    [("caller_limit", "caller"), ("renewal_limit", "caller"), ("global_limit", "global")],
+)
+def test_every_limited_decision_is_a_limiter_rejection_with_its_scope(
+    otel: Telemetry, reason: str, scope: str
+) -> None:
+    event = SimpleNamespace(outcome="limited", reason=reason, status=429, latency_ms=1.0)
+    _telemetry.observe(event)  # type: ignore[arg-type]
+    rejections = [
+        dict(p.attributes)
+        for r in otel.reader.get_metrics_data().resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+        if m.name == "gemini_tokens.broker.limiter.rejections"
+        for p in m.data.data_points
+    ]
+    assert rejections == [{"gemini_tokens.limit.scope": scope}]
+
+
+def test_a_decision_that_raises_is_an_error_span_counted_once(otel: Telemetry) -> None:
+    with pytest.raises(RuntimeError), _telemetry.decision_span("POST", "/token"):
+        raise RuntimeError("secret text")
+    (span,) = otel.finished()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "RuntimeError"
+    counts = _counts(otel.points("gemini_tokens.broker.decisions"), "gemini_tokens.outcome")
+    assert counts == {"error": 1}

@@ -27,6 +27,7 @@ from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, Tok
 from gemini_tokens.broker._http import error_body
 from gemini_tokens.broker._jwt import JWTAuthorizer, JWTError, JWTSettings
 from gemini_tokens.broker._policy import Policy
+from gemini_tokens.broker._telemetry import decision_span
 from gemini_tokens.broker._types import (
     MAX_BODY_BYTES,
     BrokerRequest,
@@ -52,6 +53,7 @@ __all__ = [
     "Policy",
     "PolicySource",
     "TokenBroker",
+    "decision_span",
     "error_body",
     "log_audit_event",
     "token_id",

@@ -11,25 +11,18 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
 __all__ = ["OUTCOMES", "AuditEvent", "Outcome", "iso_millis", "log_audit_event", "token_id"]
 
-Outcome = Literal["minted", "denied", "limited", "invalid", "upstream_error", "error", "renewed"]
-#: Every outcome an event may have. ``error`` is the broker's own fault (a hook that
-#: raised, a policy function that returned something unusable); ``renewed`` is reserved for
-#: session renewal.
-OUTCOMES: tuple[str, ...] = (
-    "minted",
-    "denied",
-    "limited",
-    "invalid",
-    "upstream_error",
-    "error",
-    "renewed",
-)
+#: Every outcome a decision may have, for the audit and the metrics alike. ``error`` is the
+#: broker's own fault (a hook that raised, a policy function that returned something
+#: unusable); ``renewed`` is a session's next token.
+Outcome = Literal["minted", "renewed", "denied", "limited", "invalid", "upstream_error", "error"]
+#: `Outcome`'s values, as a set (the metrics count anything else as ``other``).
+OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 
 AUDIT_LOGGER = logging.getLogger("gemini_tokens.audit")
 
@@ -55,10 +48,10 @@ class AuditEvent:
 
     Attributes:
         time: When the request arrived (aware, UTC).
-        outcome: ``minted``, ``denied`` (origin or caller refused), ``limited`` (a rate
-            limit, or the limiter's storage down), ``invalid`` (the request broke the
-            contract), ``upstream_error`` (the token service failed or refused), or ``error``
-            (the broker's own hooks failed).
+        outcome: ``minted``, ``renewed`` (a session's next token), ``denied`` (origin or
+            caller refused), ``limited`` (a rate limit, or the limiter's storage down),
+            ``invalid`` (the request broke the contract), ``upstream_error`` (the token
+            service failed or refused), or ``error`` (the broker's own hooks failed).
         reason: A short, fixed code for why (``caller_limit``, ``origin_not_allowed``, ...).
         status: The HTTP status answered.
         detail: The message the caller was shown, if any (never upstream text).
@@ -75,7 +68,7 @@ class AuditEvent:
     """
 
     time: dt.datetime
-    outcome: str
+    outcome: Outcome
     reason: str
     status: int
     detail: str | None = None

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
-from gemini_tokens import _instrumentation
 from gemini_tokens._client import AsyncClient
 from gemini_tokens._errors import (
     APIConnectionError,
@@ -46,6 +45,7 @@ from gemini_tokens.broker._limiter import Limiter
 from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
+from gemini_tokens.broker._telemetry import observe
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
@@ -530,7 +530,7 @@ class TokenBroker:
             latency_ms=(time.perf_counter() - decision.started) * 1000,
             **fields,
         )
-        _instrumentation.observe_audit_event(event)  # OpenTelemetry, when installed
+        observe(event)  # OpenTelemetry, when installed
         try:
             if self._audit_async:
                 await self._audit(event)  # type: ignore[misc]

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gemini_tokens import AsyncClient, ConfigurationError, __version__, _instrumentation
+from gemini_tokens import AsyncClient, ConfigurationError, __version__
 from gemini_tokens.broker import (
     AuditEvent,
     AuditSink,
@@ -34,6 +34,7 @@ from gemini_tokens.broker import (
     Policy,
     PolicySource,
     TokenBroker,
+    decision_span,
     error_body,
     log_audit_event,
 )
@@ -268,7 +269,7 @@ def build_app(
         try:
             is_decision = request.path.rstrip("/") == token_path and request.method != "OPTIONS"
             if is_decision:
-                with _instrumentation.decision(request.method, token_path):
+                with decision_span(request.method, token_path):
                     response = await handler(request)
             else:
                 response = await handler(request)
