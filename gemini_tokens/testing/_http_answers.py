@@ -1,4 +1,9 @@
-"""The emulator's HTTP answers in the service's shapes: ``google.rpc.Status`` bodies, faults."""
+"""The token service's HTTP answers, as the emulator gives them.
+
+JSON answers, ``google.rpc.Status`` error bodies (their ``status`` names are the core's, so
+the emulator, the client and the broker name a status alike) and injected faults. The Live
+API's WebSocket messages are `_client_messages` (read) and `_model_replies` (sent).
+"""
 
 from __future__ import annotations
 
