@@ -12,6 +12,8 @@ import ast
 import json
 import pathlib
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -75,6 +77,36 @@ def test_the_browser_helper_names_statuses_as_the_package_does() -> None:
 def test_the_js_table_reader_sees_a_difference() -> None:
     source = client_js().decode().replace('405: "UNIMPLEMENTED"', '405: "METHOD_NOT_ALLOWED"')
     assert _js_status_names(source) != dict(STATUS_NAMES)
+
+
+#: A body-less answer of each status, through the helper's TokenSource; prints each code.
+_NODE_SCRIPT = """
+import { TokenSource } from "%s";
+const codes = {};
+for (const status of [405, 413, 415]) {
+  const fetch = async () => new Response("<html>proxy</html>", { status });
+  try {
+    await new TokenSource("/token", { fetch, sleep: async () => {} }).get();
+  } catch (err) {
+    codes[status] = err.code;
+  }
+}
+console.log(JSON.stringify(codes));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_the_browser_helper_uses_its_table_for_a_body_without_a_status() -> None:
+    helper = PACKAGE / "broker" / "static" / "gemini-tokens.js"
+    done = subprocess.run(
+        [str(shutil.which("node")), "--input-type=module", "-e", _NODE_SCRIPT % helper.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    codes = {int(k): v for k, v in json.loads(done.stdout).items()}
+    assert codes == {code: gemini_tokens.status_name(code) for code in (405, 413, 415)}
 
 
 def test_every_status_name_is_a_google_rpc_code() -> None:
