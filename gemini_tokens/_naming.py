@@ -36,9 +36,9 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])([A-Z])")
 def camel(name: str) -> str:
     """A field's name as the service writes it (proto3 JSON's lowerCamelCase).
 
-    ``camel("top_k") == "topK"``; a name already in camelCase is returned as is. Options
-    take snake_case, and the service (and a browser) writes camelCase; proto3 JSON reads
-    both, and so do `create()` and the broker's ``client_may_set``.
+    ``camel("top_k") == "topK"``; a name already in camelCase is returned as is. Python
+    writes snake_case, the service and a browser camelCase; proto3 JSON reads both, and so
+    do `create()` and the token broker (a request's ``config``).
 
     Args:
         name: A field name in snake_case (or already in camelCase).
