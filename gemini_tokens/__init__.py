@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from gemini_tokens._client import AsyncClient
-from gemini_tokens._config import Timeout
+from gemini_tokens._config import Timeout, is_loopback_host
 from gemini_tokens._enums import (
     ActivityHandling,
     AudioTranscriptionMode,
@@ -58,6 +58,7 @@ from gemini_tokens._errors import (
     RateLimitError,
     ServerError,
     ValidationError,
+    status_name,
 )
 from gemini_tokens._models import (
     AudioTranscriptionConfig,
@@ -85,6 +86,7 @@ from gemini_tokens._models import (
     VoiceConfig,
     VoiceConsentSignature,
 )
+from gemini_tokens._naming import camel
 from gemini_tokens._retry import RetryPolicy, set_testing
 from gemini_tokens._structures import (
     AudioMetadata,
@@ -221,9 +223,12 @@ __all__ = [
     "WebSearch",
     "__version__",
     "acreate",
+    "camel",
     "close_default_client",
     "create",
+    "is_loopback_host",
     "set_testing",
+    "status_name",
 ]
 
 _default: Client | None = None

@@ -314,7 +314,7 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _check_environment(args: argparse.Namespace) -> None:
     """The key and the base URL, with advice in the command line's terms."""
-    from gemini_tokens._config import _is_loopback
+    from gemini_tokens._config import is_loopback_host
     from gemini_tokens._errors import ConfigurationError, ValidationError
 
     if not any(os.environ.get(name, "").strip() for name in _KEY_VARIABLES):
@@ -329,7 +329,11 @@ def _check_environment(args: argparse.Namespace) -> None:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(source, f"must be an http(s) URL with a host; got {url!r}")
-    if parts.scheme == "http" and not args.allow_insecure_http and not _is_loopback(parts.hostname):
+    if (
+        parts.scheme == "http"
+        and not args.allow_insecure_http
+        and not is_loopback_host(parts.hostname)
+    ):
         raise ValidationError(
             source,
             "plain http:// to a host that is not loopback would send the API key in clear; "

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "Timeout",
     "check_proxy_url",
+    "is_loopback_host",
     "resolve_api_key",
     "resolve_base_url",
     "resolve_proxy",
@@ -101,7 +102,19 @@ def resolve_api_key(api_key: str | None, environ: Mapping[str, str] | None = Non
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine: a loopback name or address.
+
+    ``localhost`` and any name under it (``app.localhost``; RFC 6761 reserves them for
+    loopback), or a loopback IP address (``127.0.0.0/8``, ``::1``), written as a URL's
+    ``hostname`` gives it (no brackets, no port). The rule behind ``allow_insecure_http``
+    (plain ``http://`` is allowed to such a host only) and the proxy bypass (such a host
+    never goes through the environment's proxy).
+
+    Args:
+        host: A host name or IP address.
+    """
+    host = host.lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -163,7 +176,7 @@ def resolve_base_url(
     _check_port(parts, source)
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{source} must not have a query or fragment")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
         raise ConfigurationError(
             f"{source} uses plain http:// to a non-loopback host, which would send the API key "
             "in clear; use https:// or pass allow_insecure_http=True"
@@ -243,7 +256,7 @@ def resolve_proxy(
         return None
     env = os.environ if environ is None else environ
     parts = urlsplit(url)
-    if _is_loopback(parts.hostname or ""):
+    if is_loopback_host(parts.hostname or ""):
         return None
     for name in _PROXY_ENV_VARS.get(parts.scheme, ()):
         if name == "HTTP_PROXY" and "REQUEST_METHOD" in env:

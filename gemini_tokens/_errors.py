@@ -32,10 +32,12 @@ import functools
 import json
 import math
 import re
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "STATUS_NAMES",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -54,9 +56,38 @@ __all__ = [
     "ValidationError",
     "error_from_response",
     "redact_secrets",
+    "status_name",
 ]
 
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
+#: The ``google.rpc.Code`` name of an HTTP status (code.proto's HTTP mapping, read
+#: backwards), for the error answers made on this side: the broker's and the emulator's.
+#: The browser helper (``broker/static/gemini-tokens.js``) has the one copy a browser can
+#: read; tests/test_one_copy.py holds it equal to this one.
+STATUS_NAMES: Mapping[int, str] = types.MappingProxyType(
+    {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        # google.rpc has no "method not allowed": a method the resource does not implement
+        # is UNIMPLEMENTED (as grpc-gateway maps a 405; Google's front end itself answers a
+        # wrong method with an HTML page that names no status).
+        405: "UNIMPLEMENTED",
+        408: "DEADLINE_EXCEEDED",
+        409: "ABORTED",
+        # google.rpc has no code for a body too large or of the wrong type: a bad argument.
+        413: "INVALID_ARGUMENT",
+        415: "INVALID_ARGUMENT",
+        429: "RESOURCE_EXHAUSTED",
+        499: "CANCELLED",
+        500: "INTERNAL",
+        501: "UNIMPLEMENTED",
+        502: "UNAVAILABLE",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
+)
 _TOKEN_NAME = re.compile(r"auth_tokens/[^\s\"'<>,;:)\]}]+")
 #: The service's messages are a sentence or two; a proxy's may be a whole page.
 _MAX_MESSAGE = 500
@@ -262,6 +293,20 @@ class InvalidResponseError(APIError):
     def __init__(self, message: str, status_code: int = 200, attempts: int = 1) -> None:
         self.status_code = status_code
         GeminiTokensError.__init__(self, message, status_code, attempts)
+
+
+def status_name(status_code: int) -> str:
+    """The ``google.rpc.Code`` name for an HTTP status, e.g. 429 -> ``"RESOURCE_EXHAUSTED"``.
+
+    What an error body in the service's shape (``{"error": {"code", "status", "message"}}``)
+    carries as its ``status``: for a server that answers its own clients as the service
+    does (the broker's error answers use it). A status google.rpc has no name for is
+    ``"UNKNOWN"``.
+
+    Args:
+        status_code: The HTTP status.
+    """
+    return STATUS_NAMES.get(status_code, "UNKNOWN")
 
 
 def _parse_duration(value: object) -> float | None:

@@ -80,12 +80,6 @@ REFUSED: dict[tuple[type, str], str] = {
 # -- hooks of the user converter (strict) ------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
 def strict_bool(value: Any, _: Any) -> bool:
     if not isinstance(value, bool):
         raise ValidationError("", f"must be a boolean, not {type(value).__name__}")

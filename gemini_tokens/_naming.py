@@ -34,7 +34,15 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def camel(name: str) -> str:
-    """``top_k`` -> ``topK``; a name already in camelCase is returned as is."""
+    """A field's name as the service writes it (proto3 JSON's lowerCamelCase).
+
+    ``camel("top_k") == "topK"``; a name already in camelCase is returned as is. Python
+    writes snake_case, the service and a browser camelCase; proto3 JSON reads both, and so
+    do `create()` and the token broker (a request's ``config``).
+
+    Args:
+        name: A field name in snake_case (or already in camelCase).
+    """
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 

@@ -6,24 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["STATUS_NAMES", "UNAVAILABLE_RETRY_AFTER", "Refusal", "error_body", "json_body"]
+from gemini_tokens import status_name
+
+__all__ = ["UNAVAILABLE_RETRY_AFTER", "Refusal", "error_body", "json_body"]
 
 #: Seconds in ``Retry-After`` when the token service or the limiter's storage is down.
 UNAVAILABLE_RETRY_AFTER = 5
-
-#: The ``status`` names of the broker's error answers (google.rpc.Code where one fits).
-STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "UNIMPLEMENTED",
-    413: "INVALID_ARGUMENT",
-    415: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
 
 
 def json_body(value: Any) -> bytes:
@@ -45,7 +33,7 @@ def error_body(status: int, message: str) -> bytes:
         {
             "error": {
                 "code": status,
-                "status": STATUS_NAMES.get(status, "UNKNOWN"),
+                "status": status_name(status),
                 "message": message,
             }
         }

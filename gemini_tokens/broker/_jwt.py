@@ -17,7 +17,6 @@ and names the caller by one claim (``sub`` by default). The rules that matter:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from gemini_tokens import is_loopback_host
 from gemini_tokens._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -68,17 +68,6 @@ MAX_TOKEN_CHARS = 16 * 1024
 
 class JWTError(Exception):
     """Why a token was refused: a short, fixed message, safe to show (never the token)."""
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _positive(name: str) -> Callable[[object, object, object], None]:
@@ -200,7 +189,7 @@ class JWTSettings:
             url = urlsplit(self.jwks_url) if isinstance(self.jwks_url, str) else None
             if url is None or url.scheme not in ("https", "http") or not url.hostname:
                 raise ConfigurationError(f"jwks_url: {self.jwks_url!r} is not an http(s) URL")
-            if url.scheme == "http" and not _is_loopback(url.hostname):
+            if url.scheme == "http" and not is_loopback_host(url.hostname):
                 raise ConfigurationError(
                     "jwks_url: must be https:// (http:// is allowed only to loopback)"
                 )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gemini_tokens._version import __version__
-from gemini_tokens.broker._http import STATUS_NAMES
+from gemini_tokens import __version__, status_name
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._types import MAX_BODY_BYTES
 
@@ -112,7 +111,7 @@ def operation(broker: TokenBroker) -> dict[str, Any]:
     }
     for code, text in _ERRORS.items():
         entry: dict[str, Any] = {
-            "description": f"{STATUS_NAMES[code]}: {text}",
+            "description": f"{status_name(code)}: {text}",
             "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         }
         if code in (429, 503):

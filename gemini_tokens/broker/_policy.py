@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from gemini_tokens import camel
 from gemini_tokens._errors import ValidationError
 from gemini_tokens._request import build_request
 
@@ -99,11 +100,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 def _freeze_config(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -183,7 +179,7 @@ class Policy:
         aliases = {}
         for name in self.client_may_set:
             aliases[name] = name
-            aliases[_camel(name)] = name
+            aliases[camel(name)] = name
         object.__setattr__(self, "_aliases", aliases)
         self._check(self.config)
         for field, choice in self.client_may_set.items():

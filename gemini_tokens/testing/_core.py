@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gemini_tokens._converters import setup_to_wire, user
 from gemini_tokens._enums import MediaResolution, Modality
-from gemini_tokens._errors import ConfigurationError, ValidationError
+from gemini_tokens._errors import ConfigurationError, ValidationError, status_name
 from gemini_tokens._models import (
     GenerationConfig,
     LiveConnectConfig,
@@ -45,6 +45,7 @@ __all__ = [
     "redact_name",
     "setup_to_wire",
     "snake",
+    "status_name",
     "user",
 ]
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from gemini_tokens.testing._answers import DROP, Fail, json_response, status_body
 from gemini_tokens.testing._clock import Clock
 from gemini_tokens.testing._core import ConfigurationError, live_url
+from gemini_tokens.testing._http_answers import DROP, Fail, json_response, status_body
 from gemini_tokens.testing._minting import create_token
 from gemini_tokens.testing._records import IssuedToken, LiveSession, RecordedRequest
 from gemini_tokens.testing._state import EmulatorState, GoAwayPlan

@@ -41,10 +41,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gemini_tokens.testing._messages import ClientContent, RealtimeInput, read_client_message
+from gemini_tokens.testing._client_messages import ClientContent, RealtimeInput, read_client_message
+from gemini_tokens.testing._model_replies import describe_audio, turn_messages
 from gemini_tokens.testing._proto_json import WireError
 from gemini_tokens.testing._records import IssuedToken, LiveSession
-from gemini_tokens.testing._replies import describe_audio, turn_messages
 from gemini_tokens.testing._setup import effective_setup, parse_setup
 from gemini_tokens.testing._state import Conversation, EmulatorState, GoAwayPlan
 

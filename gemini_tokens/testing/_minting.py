@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gemini_tokens.testing._answers import TYPE, bad_request, json_response, status_body
 from gemini_tokens.testing._core import (
     DEFAULT_EXPIRE,
     DEFAULT_NEW_SESSION_EXPIRE,
@@ -15,6 +14,7 @@ from gemini_tokens.testing._core import (
     parse_time,
     snake,
 )
+from gemini_tokens.testing._http_answers import TYPE, bad_request, json_response, status_body
 from gemini_tokens.testing._proto_json import WireError, invalid_value, read_int, unknown_field
 from gemini_tokens.testing._records import IssuedToken, RecordedRequest
 from gemini_tokens.testing._setup import check_covered, parse_mask, parse_setup

@@ -47,16 +47,23 @@ export class TokenError extends Error {
   }
 }
 
+// The google.rpc status name of an HTTP status, for an answer whose body names none (a
+// proxy's page). A copy of the Python package's table (gemini_tokens.status_name); a test
+// holds the two equal.
 const STATUS_NAMES = {
   400: "INVALID_ARGUMENT",
   401: "UNAUTHENTICATED",
   403: "PERMISSION_DENIED",
   404: "NOT_FOUND",
-  405: "METHOD_NOT_ALLOWED",
-  413: "PAYLOAD_TOO_LARGE",
-  415: "UNSUPPORTED_MEDIA_TYPE",
+  405: "UNIMPLEMENTED",
+  408: "DEADLINE_EXCEEDED",
+  409: "ABORTED",
+  413: "INVALID_ARGUMENT",
+  415: "INVALID_ARGUMENT",
   429: "RESOURCE_EXHAUSTED",
+  499: "CANCELLED",
   500: "INTERNAL",
+  501: "UNIMPLEMENTED",
   502: "UNAVAILABLE",
   503: "UNAVAILABLE",
   504: "DEADLINE_EXCEEDED",

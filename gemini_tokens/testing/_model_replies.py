@@ -1,4 +1,7 @@
-"""What the emulator answers to a user turn: deterministic text, or a short tone for audio.
+"""The model's side of a Live API turn: the server messages the emulator sends back.
+
+What the emulator answers to a user turn (read by `_client_messages`): deterministic text,
+or a short tone for audio.
 
 A text session's answer is one ``modelTurn`` with a text part stating the effective model,
 modalities and temperature. A session whose ``responseModalities`` include ``AUDIO`` is

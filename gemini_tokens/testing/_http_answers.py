@@ -1,4 +1,9 @@
-"""The emulator's HTTP answers in the service's shapes: ``google.rpc.Status`` bodies, faults."""
+"""The token service's HTTP answers, as the emulator gives them.
+
+JSON answers, ``google.rpc.Status`` error bodies (their ``status`` names are the core's, so
+the emulator, the client and the broker name a status alike) and injected faults. The Live
+API's WebSocket messages are `_client_messages` (read) and `_model_replies` (sent).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from gemini_tokens.testing._core import status_name
 from gemini_tokens.testing._proto_json import WireError
 
 if TYPE_CHECKING:
@@ -18,21 +24,6 @@ __all__ = ["DROP", "TYPE", "Fail", "bad_request", "json_response", "status_body"
 #: The ``@type`` prefix of google.rpc error details.
 TYPE = "type.googleapis.com/google.rpc."
 
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _FAULT_MESSAGES = {
     429: "Resource has been exhausted (e.g. check quota).",
     500: "An internal error has occurred. Please retry or report in "
@@ -49,7 +40,7 @@ def status_body(
     error: dict[str, Any] = {
         "code": code,
         "message": message,
-        "status": _STATUS_NAMES.get(code, "UNKNOWN"),
+        "status": status_name(code),
     }
     if details:
         error["details"] = details

@@ -1,4 +1,6 @@
-"""The Live API's client messages, as the emulator reads them.
+"""The Live API's client messages (what a client sends), as the emulator reads them.
+
+What the emulator sends back for a turn is `_model_replies`.
 
 ``BidiGenerateContentClientMessage`` is a oneof of ``setup``, ``clientContent``,
 ``realtimeInput`` and ``toolResponse``. The core models the setup (`LiveConnectConfig`) and
