@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._errors import ConfigurationError, ValidationError
+from gemini_tokens import ConfigurationError, ValidationError
 from gemini_tokens.broker._http import Refusal
 from gemini_tokens.broker._limiter import Limiter, parse_limits
 from gemini_tokens.broker._policy import Policy, check_choices

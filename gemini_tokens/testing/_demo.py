@@ -61,7 +61,7 @@ async def _session(
 async def _demo(say: Callable[[str], None]) -> int:
     import aiohttp
 
-    from gemini_tokens._client import AsyncClient
+    from gemini_tokens import AsyncClient
     from gemini_tokens.testing._emulator import Emulator
 
     problems: list[str] = []
