@@ -341,6 +341,15 @@ def test_a_sync_client_is_refused_with_a_clear_error(gemini_emulator_sync: Emula
         _broker(client="not a client")
 
 
+def test_the_routes_an_adapter_sees_are_read_only(gemini_emulator_sync: Emulator) -> None:
+    broker = _broker()
+    assert broker.subpaths == ("", "/client.js")
+    with pytest.raises(AttributeError):
+        broker.subpaths = ()  # type: ignore[misc]
+    for gone in ("routes", "mint", "parse_body", "body_keys", "asgi", "wsgi", "close"):
+        assert not hasattr(broker, gone), gone
+
+
 def test_the_brokers_own_client_moves_to_a_new_loop(
     gemini_emulator_sync: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -235,24 +235,28 @@ class TokenBroker:
             await self.aclose()
 
     def _current_client(self) -> AsyncClient:
+        """The client to mint with, on the running loop.
+
+        A given client as given. Our own is made again on a new loop of this process (an
+        app restarted without its lifespan closing the broker, a loop closed without
+        shutting down) rather than fail every call; in a forked child it makes a pool of its
+        own by itself.
+        """
         client = self._client
         if client is not None and not self._owns_client:
-            return client  # a given client: its giver picks its loop
+            return client
         loop, home = asyncio.get_running_loop(), self._client_home
-        if client is None or home is None or home[0] is not loop:
-            pid = os.getpid()
-            if client is None or (home is not None and home[1] == pid):
-                # None yet, or our own client first used on another loop of this process (an
-                # app restarted without its lifespan closing the broker, or a loop closed
-                # without shutting down): start afresh rather than fail every call. (In a
-                # forked child the client starts its own pool on this loop by itself.)
-                if home is not None and not home[0].is_closed():
-                    logger.warning(
-                        "token broker: used on a new event loop without aclose() on the old "
-                        "one; close the broker in your app's lifespan (broker.lifespan)"
-                    )
-                client = self._client = AsyncClient()
-            self._client_home = (loop, pid)
+        if client is not None and home is not None and home[0] is loop:
+            return client  # the usual case
+        pid = os.getpid()
+        if client is None or (home is not None and home[1] == pid):
+            if home is not None and not home[0].is_closed():
+                logger.warning(
+                    "token broker: used on a new event loop without aclose() on the old one; "
+                    "close the broker in your app's lifespan (broker.lifespan)"
+                )
+            client = self._client = AsyncClient()
+        self._client_home = (loop, pid)
         return client
 
     # --- what the broker was given, for the service and the OpenAPI document ----------
