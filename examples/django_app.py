@@ -39,10 +39,17 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils.module_loading import import_string
 
-from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
+from gemini_tokens.broker import (
+    BrokerRequest,
+    Caller,
+    Denied,
+    Policy,
+    TokenBroker,
+    WSGIApp,
+)
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Application = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def authorize(request: BrokerRequest) -> Caller:
@@ -77,7 +84,7 @@ def demo_login(request: HttpRequest) -> HttpResponse:
 urlpatterns = [path("", index), path("demo-login", demo_login)]
 
 
-def mount(prefix: str, inner: WSGIApp, outer: WSGIApp) -> WSGIApp:
+def mount(prefix: str, inner: Application, outer: Application) -> Application:
     """Send ``prefix`` and the paths below it to ``inner``, the rest to ``outer``."""
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -94,7 +101,8 @@ def mount(prefix: str, inner: WSGIApp, outer: WSGIApp) -> WSGIApp:
     return application
 
 
-application = mount("/token", broker.wsgi, get_wsgi_application())
+token_app = WSGIApp(broker)
+application = mount("/token", token_app, get_wsgi_application())
 
 if __name__ == "__main__":
     from django.core.management import execute_from_command_line

@@ -1,4 +1,4 @@
-"""A Flask app with the broker mounted at ``/token`` (WSGI, on the sync client).
+"""A Flask app with the broker mounted at ``/token`` (WSGI, on a loop of its own).
 
 Run it under gunicorn; ``--preload`` builds the broker once in the master, and each
 forked worker gets its own event loop and connection pool on first use::
@@ -18,7 +18,14 @@ import os
 from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from gemini_tokens.broker import BrokerRequest, Caller, Denied, Policy, TokenBroker
+from gemini_tokens.broker import (
+    BrokerRequest,
+    Caller,
+    Denied,
+    Policy,
+    TokenBroker,
+    WSGIApp,
+)
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
@@ -53,5 +60,6 @@ def index() -> str:
 
 
 # The broker answers /token (and the routes below it); Flask answers everything else.
-mounted = DispatcherMiddleware(app.wsgi_app, {"/token": broker.wsgi})
+token_app = WSGIApp(broker)
+mounted = DispatcherMiddleware(app.wsgi_app, {"/token": token_app})
 app.wsgi_app = mounted  # type: ignore[method-assign]

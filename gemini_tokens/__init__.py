@@ -16,7 +16,6 @@ A server keeps the real API key and hands browsers and phones a token instead::
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +120,7 @@ from gemini_tokens._structures import (
     VideoMetadata,
     WebSearch,
 )
-from gemini_tokens._sync import Client
+from gemini_tokens._sync import Client, create_on_its_loop
 from gemini_tokens._version import __version__
 
 if TYPE_CHECKING:
@@ -299,17 +298,14 @@ async def acreate(
     The request runs on the default client's private loop, so one connection pool serves
     every loop and thread of the process. Cancelling the await cancels the request.
     """
-    client = _default_client()
-    future = client._runner.submit(
-        client._async.create(
-            uses=uses,
-            expire_minutes=expire_minutes,
-            expire_time=expire_time,
-            new_session_expire_minutes=new_session_expire_minutes,
-            new_session_expire_time=new_session_expire_time,
-            live_connect_constraints=live_connect_constraints,
-            lock_additional_fields=lock_additional_fields,
-            **options,
-        )
+    return await create_on_its_loop(
+        _default_client(),
+        uses=uses,
+        expire_minutes=expire_minutes,
+        expire_time=expire_time,
+        new_session_expire_minutes=new_session_expire_minutes,
+        new_session_expire_time=new_session_expire_time,
+        live_connect_constraints=live_connect_constraints,
+        lock_additional_fields=lock_additional_fields,
+        **options,
     )
-    return await asyncio.wrap_future(future)

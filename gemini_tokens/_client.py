@@ -70,20 +70,6 @@ _USER_AGENT = f"gemini-tokens/{__version__} python/{platform.python_version()}"
 _FORK_ORPHANS: list[object] = []
 
 
-class _Process:
-    """This process's id, refreshed in a forked child (``os.getpid()`` is a system call)."""
-
-    pid = os.getpid()
-
-
-def _refresh_pid() -> None:
-    _Process.pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_refresh_pid)
-
-
 @functools.cache
 def _load_transport() -> types.ModuleType:
     """Import aiohttp (with `_transport`) and build the wire converters, once per process.
@@ -410,7 +396,7 @@ class AsyncClient:
         # (close() drops the session, so a closed client never gets past here).
         if (
             session is None
-            or self._pid != _Process.pid
+            or self._pid != os.getpid()
             or self._loop is not asyncio.get_running_loop()
         ):
             session = await self._open_session()  # raises if the client is closed

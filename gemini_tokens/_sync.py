@@ -1,5 +1,6 @@
 """`Client`: `AsyncClient`'s coroutines on a private event loop in a daemon thread, one
-``run_coroutine_threadsafe`` hop per call. A forked child's first call sees the new pid first."""
+``run_coroutine_threadsafe`` hop per call. A forked child forgets the parent's loop at once
+(``os.register_at_fork``) and starts its own on its first call."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class _Runner:
     def __init__(self, on_stop: Callable[[], Awaitable[None]]) -> None:
         self._on_stop = on_stop  # awaited on the loop before it stops: closes the pool
         self._lock = threading.Lock()
-        self._pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.closed = False
@@ -41,14 +41,12 @@ class _Runner:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the private loop; the future resolves in any thread."""
         try:
-            if self._pid != os.getpid():  # first: glibc may reuse the old loop thread's id
-                self._forget_parent()
             if threading.current_thread() is self._thread:
                 raise ConfigurationError("the sync Client was called from its own event loop")
             with self._lock:  # so that stop() sees every call scheduled before it
                 if not self.closed:
                     return asyncio.run_coroutine_threadsafe(coro, self._loop or self._start())
-            raise _closed_error("this client is closed; create a new one")  # (not holding it)
+            raise _closed("this client is closed; create a new one")  # (not holding the lock)
         except BaseException:
             coro.close()
             raise
@@ -59,7 +57,7 @@ class _Runner:
         try:
             return future.result()
         except concurrent.futures.CancelledError:  # by stop()
-            raise _closed_error("the client was closed while this call was in flight") from None
+            raise _closed("the client was closed while this call was in flight") from None
         except BaseException:  # KeyboardInterrupt while waiting: the call stops too
             future.cancel()
             raise
@@ -69,7 +67,7 @@ class _Runner:
     def _forget_parent(self) -> None:  # in a forked child (a parent thread held the lock?)
         if self._loop is not None:
             _FORK_ORPHANS.append(self._loop)  # closing it would harm the parent's
-        self._lock, self._loop, self._thread, self._pid = threading.Lock(), None, None, os.getpid()
+        self._lock, self._loop, self._thread = threading.Lock(), None, None
 
     def _start(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.new_event_loop()
@@ -105,11 +103,15 @@ class _Runner:
                 self._thread.join()
 
 
-def _closed_error(message: str) -> ConfigurationError:
-    """The error for a closed client. But at exit (the main thread is over) a daemon thread
-    waits instead, unseen: the interpreter stops those where they stand, without a traceback."""
+def _closed(message: str) -> BaseException:
+    """The error for a call on a closed client.
+
+    At exit (the main thread is over and the interpreter closed every client), the caller
+    is a daemon thread the interpreter is about to stop: it gets `SystemExit`, which ends a
+    thread without a traceback.
+    """
     if not threading.main_thread().is_alive() and threading.current_thread().daemon:
-        threading.Event().wait()
+        return SystemExit()
     return ConfigurationError(message)
 
 
@@ -121,14 +123,8 @@ def _after_fork_in_child() -> None:
         runner._forget_parent()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
-    """The arguments a method was called with (its ``locals()`` first thing), to pass on."""
-    unknown: dict[str, Any] = scope.get("unknown", {})
-    return {k: v for k, v in scope.items() if k not in ("self", "unknown")} | unknown
 
 
 class Client:
@@ -154,7 +150,19 @@ class Client:
         trust_env: bool = True,
         verify: Verify | None = None,
     ) -> None:
-        self._async = AsyncClient(**_arguments(locals()))
+        self._async = AsyncClient(
+            api_key,
+            base_url=base_url,
+            api_version=api_version,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+            proxy=proxy,
+            trust_env=trust_env,
+            verify=verify,
+        )
         self._runner = _Runner(self._async.close)
         self._finalizer = weakref.finalize(self, self._runner.stop)
 
@@ -197,4 +205,27 @@ class Client:
         **unknown: NoReturn,
     ) -> EphemeralToken:
         """Mint an ephemeral token, blocking. Same arguments as `AsyncClient.create`."""
-        return self._runner.run(self._async.create(**_arguments(locals())))
+        return self._runner.run(
+            self._async.create(
+                uses=uses,
+                expire_minutes=expire_minutes,
+                expire_time=expire_time,
+                new_session_expire_minutes=new_session_expire_minutes,
+                new_session_expire_time=new_session_expire_time,
+                live_connect_constraints=live_connect_constraints,
+                lock_additional_fields=lock_additional_fields,
+                max_retries=max_retries,
+                deadline=deadline,
+                **unknown,
+            )
+        )
+
+
+async def create_on_its_loop(client: Client, **options: Any) -> EphemeralToken:
+    """``client.create(**options)``, awaited from any event loop (the one-shot ``acreate``).
+
+    The call runs on the client's private loop, so one connection pool serves every loop and
+    thread of the process. Cancelling the await cancels the call.
+    """
+    future = client._runner.submit(client._async.create(**options))
+    return await asyncio.wrap_future(future)

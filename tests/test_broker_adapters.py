@@ -1,27 +1,44 @@
-"""Each adapter, in its own framework: ASGI (Starlette), FastAPI, aiohttp, WSGI (Flask).
+"""Each adapter, in its own framework: ASGI (Starlette), FastAPI, aiohttp, WSGI (Flask, a
+plain WSGI call, gunicorn --preload).
 
-(The Django recipe's test is in tests/test_examples.py.)
+(The Django recipe's test is in tests/test_examples.py; the WSGI app across a fork in
+tests/test_processes.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import io
 import json
+import logging
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, TokenBroker
+import gemini_tokens
+from gemini_tokens.broker import (
+    ASGIApp,
+    AuditEvent,
+    BrokerRequest,
+    Caller,
+    TokenBroker,
+    WSGIApp,
+)
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import MODEL, ORIGIN, authorize, policy
+from tests.spawn import env_for, free_port, start, stop, wait_http
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": "Bearer alice-token"}
@@ -39,6 +56,36 @@ def _broker(**options: Any) -> TokenBroker:
     options.setdefault("allowed_origins", [ORIGIN])
     options.setdefault("audit", lambda event: None)
     return TokenBroker(**options)
+
+
+def wsgi_call(
+    app: Callable[..., Iterable[bytes]],
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    subpath: str = "",
+) -> tuple[int, dict[str, str], bytes]:
+    """One request through a WSGI app, as a WSGI server makes it (mounted at /token)."""
+    answer: list[Any] = []
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "/token",
+        "PATH_INFO": subpath,
+        "CONTENT_LENGTH": str(len(body)),
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
+    chunks = app(environ, lambda status, headers: answer.extend((status, headers)))
+    status, response_headers = answer
+    return int(status.split()[0]), dict(response_headers), b"".join(chunks)
+
+
+def _wsgi_loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "gemini-tokens-wsgi-loop"]
 
 
 def _check_contract(status: int, headers: Any, body: bytes, emu: Emulator) -> dict[str, Any]:
@@ -61,7 +108,7 @@ def test_asgi_in_starlette(gemini_emulator_sync: Emulator) -> None:
 
     broker = _broker()
     app = Starlette(
-        routes=[Route("/token", broker.asgi), Mount("/token", app=broker.asgi)],
+        routes=[Route("/token", ASGIApp(broker)), Mount("/token", app=ASGIApp(broker))],
         lifespan=broker.lifespan,
     )
     for _ in range(2):  # the app can start twice: the broker reopens after its lifespan
@@ -88,7 +135,7 @@ def test_asgi_in_starlette(gemini_emulator_sync: Emulator) -> None:
 
 async def test_asgi_as_the_whole_app_with_lifespan(gemini_emulator: Emulator) -> None:
     broker = _broker()
-    app = broker.asgi
+    app = ASGIApp(broker)
     sent: list[dict[str, Any]] = []
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
 
@@ -232,8 +279,9 @@ def test_wsgi_in_flask(gemini_emulator_sync: Emulator) -> None:
         return Caller(id="alice")
 
     broker = _broker(authorize=sync_authorize)
+    token_app = WSGIApp(broker)
     app = Flask(__name__)
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/token": broker.wsgi})  # type: ignore[method-assign]
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/token": token_app})  # type: ignore[method-assign]
     try:
         http = app.test_client()
         ok = http.post("/token", headers=AUTH, json={"config": {"temperature": 0.1}})
@@ -248,45 +296,135 @@ def test_wsgi_in_flask(gemini_emulator_sync: Emulator) -> None:
         )
         assert preflight.status_code == 204
     finally:
-        broker.close()
-    assert broker._facade is None
+        token_app.close()
+    assert broker._client is None  # the broker's own client, closed on the app's loop
+    assert not _wsgi_loop_threads()
 
 
-def test_wsgi_needs_a_sync_client(gemini_emulator_sync: Emulator) -> None:
-    import gemini_tokens
-
+def test_wsgi_serves_a_broker_built_on_an_async_client(gemini_emulator_sync: Emulator) -> None:
+    """The WSGI app brings its own loop: the broker's AsyncClient mints there, from any
+    thread, and stays its giver's to close."""
     client = gemini_tokens.AsyncClient()
     broker = _broker(client=client)
-    with pytest.raises(gemini_tokens.ConfigurationError, match="sync facade"):
-        broker.wsgi  # noqa: B018
-    with gemini_tokens.Client() as sync_client:
-        broker = _broker(client=sync_client)
-        response = broker._run_sync(
-            BrokerRequest(method="POST", headers=AUTH)  # through the given Client's loop
-        )
-        assert response.status == 200
-        broker.close()
-        assert not sync_client.closed  # a given client is its giver's to close
-
-
-async def test_a_sync_client_serves_async_callers_too(gemini_emulator: Emulator) -> None:
-    """Given a sync Client, the ASGI path mints on that client's own loop."""
-    import gemini_tokens
-
-    sync_client = gemini_tokens.Client()
+    app = WSGIApp(broker)
     try:
-        broker = _broker(client=sync_client)
-        first = await broker.handle(BrokerRequest(method="POST", headers=AUTH))
-        assert first.status == 200, first.body
-        wsgi_answer = await asyncio.to_thread(
-            broker._run_sync, BrokerRequest(method="POST", headers=AUTH)
-        )
-        assert wsgi_answer.status == 200
-        again = await broker.handle(BrokerRequest(method="POST", headers=AUTH))
-        assert again.status == 200
-        assert len(gemini_emulator.tokens) == 3
+        status, headers, body = wsgi_call(app, headers={**AUTH, "Origin": ORIGIN})
+        data = _check_contract(status, headers, body, gemini_emulator_sync)
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert data["uses"] == 2
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: wsgi_call(app, headers=AUTH)[0], range(16)))
+        assert statuses == [200] * 16
+        assert len(gemini_emulator_sync.tokens) == 17
+        assert wsgi_call(app)[0] == 401
+        assert wsgi_call(app, "GET", headers=AUTH)[0] == 405
+        assert wsgi_call(app, headers=AUTH, subpath="/nope")[0] == 404
+        assert wsgi_call(app, "GET", subpath="/client.js")[0] == 200
+        assert len(_wsgi_loop_threads()) == 1  # one loop for every thread
     finally:
-        await asyncio.to_thread(sync_client.close)
+        app.close()
+    assert not _wsgi_loop_threads()
+    assert not client.closed  # a given client is its giver's to close
+    with pytest.raises(gemini_tokens.ConfigurationError, match="WSGI app is closed"):
+        wsgi_call(app, headers=AUTH)
+    asyncio.run(client.close())
+
+
+def test_a_sync_client_is_refused_with_a_clear_error(gemini_emulator_sync: Emulator) -> None:
+    """The broker decides on an event loop; the sync Client runs on a loop of its own."""
+    with (
+        gemini_tokens.Client() as sync_client,
+        pytest.raises(gemini_tokens.ConfigurationError, match=r"^client: .*AsyncClient"),
+    ):
+        _broker(client=sync_client)
+    with pytest.raises(gemini_tokens.ConfigurationError, match=r"^client: must be"):
+        _broker(client="not a client")
+
+
+def test_the_routes_an_adapter_sees_are_read_only(gemini_emulator_sync: Emulator) -> None:
+    broker = _broker()
+    assert broker.subpaths == ("", "/client.js")
+    with pytest.raises(AttributeError):
+        broker.subpaths = ()  # type: ignore[misc]
+    for gone in ("routes", "mint", "parse_body", "body_keys", "asgi", "wsgi", "close"):
+        assert not hasattr(broker, gone), gone
+
+
+def test_the_brokers_own_client_moves_to_a_new_loop(
+    gemini_emulator_sync: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app restarted on a new loop without closing the broker: its own client starts
+    afresh (a warning when the old loop is still open), instead of failing every call."""
+    broker = _broker()
+    request = BrokerRequest(method="POST", headers=AUTH)
+    assert asyncio.run(broker.handle(request)).status == 200
+    assert asyncio.run(broker.handle(request)).status == 200  # the old loop ended cleanly
+    assert "new event loop" not in caplog.text
+    old = asyncio.new_event_loop()  # an app's loop that keeps running in another thread
+    thread = threading.Thread(target=old.run_forever)
+    thread.start()
+
+    async def settle() -> None:  # the dropped client's session closes on its own loop
+        await old.shutdown_asyncgens()
+        await asyncio.gather(*asyncio.all_tasks() - {asyncio.current_task()})
+
+    try:
+        on_old = asyncio.run_coroutine_threadsafe(broker.handle(request), old).result(30)
+        assert on_old.status == 200
+        with caplog.at_level(logging.WARNING, logger="gemini_tokens.broker"):
+            assert asyncio.run(broker.handle(request)).status == 200  # `old` still runs
+        assert "used on a new event loop without aclose()" in caplog.text
+    finally:
+        asyncio.run_coroutine_threadsafe(settle(), old).result(30)
+        old.call_soon_threadsafe(old.stop)
+        thread.join()
+        old.close()
+    assert len(gemini_emulator_sync.tokens) == 4
+    asyncio.run(broker.aclose())
+
+
+@pytest.mark.slow
+def test_wsgi_app_of_a_broker_on_an_async_client_under_gunicorn_gthread_preload() -> None:
+    """The master builds the broker (on an AsyncClient) and its WSGI app and mints through it
+    at start-up; forked gthread workers then mint on their own loops."""
+    pytest.importorskip("gunicorn", reason="needs gunicorn: pip install -e '.[test]'")
+    requests = 16
+    with Emulator.running() as emu:
+        port = free_port()
+        server = start(
+            [
+                sys.executable, "-m", "gunicorn", "--preload", "-k", "gthread", "--threads", "4",
+                "-w", "2", "-b", f"127.0.0.1:{port}", "tests.apps.broker_wsgi_app:app",
+            ],
+            env_for(emu),
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/"
+
+        def post(_: int) -> tuple[int, Any]:
+            request = urllib.request.Request(
+                url, method="POST", data=b"", headers={"Authorization": "Bearer demo"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        try:
+            wait_http(f"{url}client.js", server)
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(post, range(requests)))
+        finally:
+            output = stop(server, timeout=30)
+    assert [status for status, _ in results] == [200] * requests, (results[:2], output)
+    assert len({body["name"] for _, body in results}) == requests
+    assert len(emu.tokens) == requests + 1  # and the master's start-up mint
+    decisions = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [d["outcome"] for d in decisions] == ["minted"] * (requests + 1), output
+    master, *workers = [d["pid"] for d in decisions]
+    assert master not in workers  # minted in the forked workers
+    assert "Traceback" not in output
+    assert "Unclosed" not in output
 
 
 # --- no web framework needed ------------------------------------------------------------
@@ -314,7 +452,9 @@ def test_the_broker_imports_without_any_web_framework(gemini_emulator_sync: Emul
 
         answer = asyncio.run(main())
         assert answer.status == 200, answer
-        assert broker.asgi and broker.openapi()
+        from gemini_tokens.broker import ASGIApp, WSGIApp
+
+        assert ASGIApp(broker) and WSGIApp(broker) and broker.openapi()
         loaded = {m.split(".")[0] for m in sys.modules}
         assert not loaded & {"fastapi", "starlette", "flask", "django", "werkzeug"}, loaded
         print("ok")

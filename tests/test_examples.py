@@ -169,7 +169,7 @@ def test_flask_app_in_process(gemini_emulator_sync: Emulator) -> None:
         assert limited.headers["Retry-After"] == "60"
         assert http.post("/token", headers=AUTH, json={"config": {"x": 1}}).status_code == 400
     finally:
-        flask_app.broker.close()
+        flask_app.token_app.close()
 
 
 @pytest.mark.slow
@@ -228,7 +228,7 @@ def test_django_app(gemini_emulator_sync: Emulator) -> None:
         assert forged.post("/token").status_code == 401
         assert http.get("/token").status_code == 405
     finally:
-        django_app.broker.close()
+        django_app.token_app.close()
 
 
 # --- Celery prefork ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import multiprocessing
@@ -15,12 +16,15 @@ import urllib.request
 
 import pytest
 
-from gemini_tokens import Client, RateLimitError, ServerError
+from gemini_tokens import AsyncClient, Client, RateLimitError, ServerError
+from gemini_tokens.broker import TokenBroker, WSGIApp
 from gemini_tokens.testing import Emulator
 
 from .apps import workers
+from .broker.helpers import authorize, policy
 from .conftest import API_KEY, RecordingServer
 from .spawn import CELERY_WORKER, env_for, free_port, run_python, start, stop, wait_http
+from .test_broker_adapters import wsgi_call
 from .test_sync import _run_in_fork
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
@@ -74,6 +78,38 @@ def test_fork_after_a_mint_then_new_threads_in_the_child_mint(server: RecordingS
     assert client.create(uses=11).uses == 11  # the parent's client is unharmed
     client.close()
     assert len(server.requests) == 1 + 1 + 8 + 1
+
+
+@needs_fork
+def test_a_brokers_wsgi_app_mints_in_a_forked_child(server: RecordingServer) -> None:
+    """gunicorn --preload's shape: the parent mints through the broker's WSGI app (its loop
+    thread and the AsyncClient's pool now exist), then forks; the child mints from its main
+    thread and from a new one, on a loop of its own; the parent's app is unharmed."""
+    client = AsyncClient(API_KEY, base_url=server.base_url)
+    broker = TokenBroker(authorize=authorize, policy=policy(), audit=None, client=client)
+    app = WSGIApp(broker)
+    alice = {"Authorization": "Bearer alice-token"}
+    assert wsgi_call(app, headers=alice)[0] == 200
+
+    def in_child() -> str:
+        results = {"main": wsgi_call(app, headers=alice)[0]}
+
+        def from_a_new_thread() -> None:
+            results["thread"] = wsgi_call(app, headers=alice)[0]
+
+        worker = threading.Thread(target=from_a_new_thread)
+        worker.start()
+        worker.join(15)
+        app.close()
+        return json.dumps(results)
+
+    code, text = _run_in_fork(in_child)
+    assert code == 0, text
+    assert json.loads(text) == {"main": 200, "thread": 200}
+    assert wsgi_call(app, headers=alice)[0] == 200  # the parent's loop and pool still work
+    app.close()
+    asyncio.run(client.close())
+    assert len(server.requests) == 1 + 2 + 1
 
 
 _CHILD_CALLS = {

@@ -16,7 +16,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import gemini_tokens
-from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, TokenBroker, _session
+from gemini_tokens.broker import (
+    ASGIApp,
+    AuditEvent,
+    BrokerRequest,
+    Caller,
+    TokenBroker,
+    WSGIApp,
+    _session,
+)
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import (
     ORIGIN,
@@ -534,7 +542,7 @@ def test_client_js_in_starlette_and_fastapi(gemini_emulator_sync: Emulator) -> N
     from gemini_tokens.broker.fastapi import router
 
     broker = TokenBroker(authorize=authorize, policy=policy(), audit=lambda e: None)
-    starlette = Starlette(routes=[Mount("/token", app=broker.asgi)], lifespan=broker.lifespan)
+    starlette = Starlette(routes=[Mount("/token", app=ASGIApp(broker))], lifespan=broker.lifespan)
     with StarletteClient(starlette, base_url="http://127.0.0.1") as http:
         ok = http.get("/token/client.js")
         etag = _check_js(ok.status_code, ok.headers, ok.content)
@@ -551,13 +559,14 @@ def test_client_js_in_flask_through_wsgi(gemini_emulator_sync: Emulator) -> None
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     broker = TokenBroker(authorize=lambda r: Caller(id="a"), policy=policy(), audit=lambda e: None)
+    token_app = WSGIApp(broker)
     app = Flask(__name__)
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/token": broker.wsgi})  # type: ignore[method-assign]
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/token": token_app})  # type: ignore[method-assign]
     try:
         ok = app.test_client().get("/token/client.js")
         _check_js(ok.status_code, ok.headers, ok.data)
     finally:
-        broker.close()
+        token_app.close()
 
 
 def test_the_helper_ships_in_the_wheel(tmp_path: pathlib.Path) -> None:

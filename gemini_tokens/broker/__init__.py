@@ -3,8 +3,8 @@
 Who may get a token (``authorize``), locked to what (`Policy`), how many and how often
 (rate limits with the `limits` library, in memory or Redis), and what is recorded
 (`AuditEvent`), decided by one framework-neutral method, `TokenBroker.handle`, with thin
-adapters: `TokenBroker.asgi`, `TokenBroker.wsgi`, `gemini_tokens.broker.aiohttp.add_routes`
-and `gemini_tokens.broker.fastapi.router`::
+adapters that take the broker: `ASGIApp(broker)`, `WSGIApp(broker)`,
+`gemini_tokens.broker.aiohttp.add_routes` and `gemini_tokens.broker.fastapi.router`::
 
     from gemini_tokens.broker import Caller, Denied, Policy, TokenBroker
 
@@ -22,6 +22,7 @@ Needs the ``broker`` extra (``pip install 'gemini-tokens[broker]'``).
 
 from __future__ import annotations
 
+from gemini_tokens.broker._asgi import ASGIApp
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
 from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
 from gemini_tokens.broker._http import error_body
@@ -36,9 +37,11 @@ from gemini_tokens.broker._types import (
     Denied,
     Headers,
 )
+from gemini_tokens.broker._wsgi import WSGIApp
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "ASGIApp",
     "AuditEvent",
     "AuditSink",
     "Authorize",
@@ -53,6 +56,7 @@ __all__ = [
     "Policy",
     "PolicySource",
     "TokenBroker",
+    "WSGIApp",
     "decision_span",
     "error_body",
     "log_audit_event",

@@ -1,6 +1,6 @@
-"""`broker.asgi`: the broker as a pure ASGI 3 app (no framework imports).
+"""`ASGIApp`: the broker as a pure ASGI 3 app (no framework imports).
 
-Mount it in Starlette or FastAPI (``Mount("/token", app=broker.asgi)``), or serve it alone.
+Mount it in Starlette or FastAPI (``Mount("/token", app=ASGIApp(broker))``), or serve it alone.
 It answers ``lifespan`` too, closing the broker's client at shutdown when it is the top app
 (a mounted app gets no lifespan events: close it in the parent app's lifespan).
 """
@@ -86,7 +86,15 @@ def request_from_scope(scope: Scope, body: bytes, too_large: bool, subpath: str)
 
 
 class ASGIApp:
-    """The broker as an ASGI 3 application."""
+    """The broker as an ASGI 3 application (Starlette, FastAPI, any ASGI server).
+
+    Mounted under a prefix, the path below it picks the route; routed to a single path, that
+    path is the token endpoint. It answers ``lifespan`` events too, closing the broker
+    (`TokenBroker.aclose`) at shutdown when it is the top app.
+
+    Args:
+        broker: The `TokenBroker` to serve.
+    """
 
     def __init__(self, broker: TokenBroker) -> None:
         self.broker = broker
@@ -98,7 +106,8 @@ class ASGIApp:
         if scope["type"] != "http":  # websocket: not ours
             return
         body, too_large = await read_body(receive, declared_length(scope))
-        request = request_from_scope(scope, body, too_large, subpath_of(scope, self.broker.routes))
+        subpath = subpath_of(scope, self.broker.subpaths)
+        request = request_from_scope(scope, body, too_large, subpath)
         response = await self.broker.handle(request)
         await send(
             {

@@ -1,8 +1,8 @@
 """`TokenBroker`: the framework-neutral decision, request in, answer out.
 
-`TokenBroker.handle` is the only place that decides; the adapters (`asgi`, `wsgi`,
+`TokenBroker.handle` is the only place that decides; the adapters (`ASGIApp`, `WSGIApp`,
 `gemini_tokens.broker.aiohttp`, `gemini_tokens.broker.fastapi`) only translate requests and
-answers. The token endpoint's steps, in order:
+answers, and import this module, never the other way round. The token endpoint's steps:
 
 origin (403) -> method (405) -> body shape (413, 415, 400) -> ``authorize`` (401, 403) ->
 policy -> client choices (400) -> rate limits (429, 503) -> mint (200, 503, 500) -> audit.
@@ -16,32 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import datetime as dt
 import inspect
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
-from gemini_tokens._client import AsyncClient
-from gemini_tokens._errors import (
+from gemini_tokens import (
     APIConnectionError,
     APIError,
+    AsyncClient,
+    Client,
     ConfigurationError,
     RateLimitError,
     ServerError,
     ValidationError,
 )
-from gemini_tokens._sync import Client
 from gemini_tokens.broker._audit import AuditEvent, iso_millis, log_audit_event, token_id
-from gemini_tokens.broker._body import BODY_KEYS, ParsedBody, parse_body
+from gemini_tokens.broker._body import BODY_KEYS, parse_body
 from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
 from gemini_tokens.broker._limiter import Limiter
+from gemini_tokens.broker._openapi import openapi_document
 from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
@@ -49,23 +50,16 @@ from gemini_tokens.broker._telemetry import observe
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
-    from gemini_tokens._models import EphemeralToken
-    from gemini_tokens.broker._asgi import ASGIApp
-    from gemini_tokens.broker._wsgi import WSGIApp
+    from gemini_tokens import EphemeralToken
 
-__all__ = ["AuditSink", "Authorize", "PolicySource", "Route", "TokenBroker"]
+__all__ = ["AuditSink", "Authorize", "PolicySource", "TokenBroker"]
 
 logger = logging.getLogger("gemini_tokens.broker")
-
-#: Set while `handle` runs on the sync facade's own loop (the `wsgi` path).
-_ON_FACADE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "gemini_tokens_broker_on_facade", default=False
-)
 
 Authorize = Callable[[BrokerRequest], Caller | Awaitable[Caller]]
 PolicySource = Policy | Callable[[Caller], Policy | Awaitable[Policy]]
 AuditSink = Callable[[AuditEvent], Awaitable[None] | None]
-Route = Callable[[BrokerRequest], Awaitable[BrokerResponse]]
+_Route = Callable[[BrokerRequest], Awaitable[BrokerResponse]]
 _T = TypeVar("_T")
 
 _GENERIC_500 = "the token broker failed; this is not your fault, try again later"
@@ -139,8 +133,10 @@ class TokenBroker:
             the broker's own host may always call it.
         audit: ``(AuditEvent) -> None``, sync or async; default: one log line on
             ``gemini_tokens.audit``. Keep a sync sink fast: it runs on the event loop.
-        client: An `AsyncClient` (or a sync `Client`, for `wsgi`). Default: one made from
-            the environment (``GEMINI_API_KEY``...), which the broker also closes.
+        client: An `AsyncClient`, which stays yours to close. Its connection pool belongs to
+            the event loop it is first used on: the app's loop, or a `WSGIApp`'s own. Not a
+            sync `Client` (it runs on a loop of its own). Default: one made from the
+            environment (``GEMINI_API_KEY``...), which the broker also closes.
         on_limiter_error: ``"deny"`` (default): answer 503 when the limiter's storage is
             unreachable; ``"allow"``: mint anyway (and log a warning).
         renewal: Let conversations outlast a token: answers carry a signed ``session`` and
@@ -153,7 +149,8 @@ class TokenBroker:
 
     Raises:
         ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
-            a hook that is not callable, no API key, or renewal without a secret.
+            a hook that is not callable, a ``client`` that is not an `AsyncClient`, no API
+            key, or renewal without a secret.
         ValidationError: a policy that ``create()`` would refuse.
     """
 
@@ -167,7 +164,7 @@ class TokenBroker:
         storage_uri: str = "memory://",
         allowed_origins: Iterable[str] | str | None = (),
         audit: AuditSink | None = None,
-        client: AsyncClient | Client | None = None,
+        client: AsyncClient | None = None,
         on_limiter_error: Literal["deny", "allow"] = "deny",
         renewal: bool = False,
         secret: str | bytes | None = None,
@@ -192,25 +189,25 @@ class TokenBroker:
         self._origins = Origins(allowed_origins)
         self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
         self._on_limiter_error = on_limiter_error
-        self._facade: Client | None = None
-        if client is None:
-            self._client: AsyncClient | None = AsyncClient()  # raises now if no key
-            self._owns_client = True
-        elif isinstance(client, Client):
-            self._facade, self._client, self._owns_client = client, client._async, False
-        elif isinstance(client, AsyncClient):
-            self._client, self._owns_client = client, False
-        else:
-            raise ConfigurationError("client: must be a gemini_tokens.AsyncClient or Client")
+        if isinstance(client, Client):
+            raise ConfigurationError(
+                "client: must be a gemini_tokens.AsyncClient, not the sync Client (the broker "
+                "decides on an event loop; WSGIApp brings its own)"
+            )
+        if client is not None and not isinstance(client, AsyncClient):
+            raise ConfigurationError("client: must be a gemini_tokens.AsyncClient, or None")
+        self._owns_client = client is None
+        # Made now, so that a missing API key fails at startup.
+        self._client: AsyncClient | None = AsyncClient() if client is None else client
+        #: Where the broker's own client was last used: (event loop, process id).
+        self._client_home: tuple[asyncio.AbstractEventLoop, int] | None = None
         #: Sub-routes below the token endpoint, by path ("" is the endpoint itself).
-        self.routes: dict[str, Route] = {
+        self._routes: dict[str, _Route] = {
             "": self._token_endpoint,
             CLIENT_JS_PATH: client_js_route(self._origins),
         }
         #: Top-level body keys the token endpoint accepts.
-        self.body_keys: frozenset[str] = BODY_KEYS | ({"renew"} if renewal else set())
-        self._asgi: ASGIApp | None = None
-        self._wsgi: WSGIApp | None = None
+        self._body_keys = BODY_KEYS | ({"renew"} if renewal else set())
 
     def __repr__(self) -> str:
         kind = "a policy function" if not isinstance(self._policy, Policy) else "a Policy"
@@ -226,18 +223,8 @@ class TokenBroker:
         await self._limiter.aclose()
         client, owned = self._client, self._owns_client
         if owned and client is not None:
-            self._client = None
+            self._client = self._client_home = None
             await client.close()
-
-    def close(self) -> None:
-        """Close, from sync code, what `wsgi` opened on the sync facade (see `aclose`)."""
-        facade = self._facade
-        if facade is None or facade.closed:
-            return
-        facade._runner.run(self._limiter.aclose())
-        if self._owns_client:
-            self._facade = self._client = None
-            facade.close()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -248,17 +235,28 @@ class TokenBroker:
             await self.aclose()
 
     def _current_client(self) -> AsyncClient:
+        """The client to mint with, on the running loop.
+
+        A given client as given. Our own is made again on a new loop of this process (an
+        app restarted without its lifespan closing the broker, a loop closed without
+        shutting down) rather than fail every call; in a forked child it makes a pool of its
+        own by itself.
+        """
         client = self._client
-        if client is None:
+        if client is not None and not self._owns_client:
+            return client
+        loop, home = asyncio.get_running_loop(), self._client_home
+        if client is not None and home is not None and home[0] is loop:
+            return client  # the usual case
+        pid = os.getpid()
+        if client is None or (home is not None and home[1] == pid):
+            if home is not None and not home[0].is_closed():
+                logger.warning(
+                    "token broker: used on a new event loop without aclose() on the old one; "
+                    "close the broker in your app's lifespan (broker.lifespan)"
+                )
             client = self._client = AsyncClient()
-        elif self._owns_client and client._loop not in (None, asyncio.get_running_loop()):
-            # Our own client, left open on a loop that is gone (an app restarted without
-            # its lifespan closing the broker): start afresh rather than fail every call.
-            logger.warning(
-                "token broker: used on a new event loop without aclose() on the old one; "
-                "close the broker in your app's lifespan (broker.lifespan)"
-            )
-            client = self._client = AsyncClient()
+        self._client_home = (loop, pid)
         return client
 
     # --- what the broker was given, for the service and the OpenAPI document ----------
@@ -285,61 +283,15 @@ class TokenBroker:
         """
         return await self._limiter.check()
 
-    # --- adapters -----------------------------------------------------------------------
-
     @property
-    def asgi(self) -> ASGIApp:
-        """An ASGI 3 app serving the broker (mount it in Starlette or FastAPI)."""
-        if self._asgi is None:
-            from gemini_tokens.broker._asgi import ASGIApp
-
-            self._asgi = ASGIApp(self)
-        return self._asgi
-
-    @property
-    def wsgi(self) -> WSGIApp:
-        """A WSGI app serving the broker (for Flask, Django, gunicorn), on the sync facade.
-
-        Raises:
-            ConfigurationError: the broker was given an `AsyncClient` (give a `Client`).
-        """
-        if self._wsgi is None:
-            from gemini_tokens.broker._wsgi import WSGIApp
-
-            if self._facade is None:
-                if not self._owns_client:
-                    raise ConfigurationError(
-                        "broker.wsgi runs on the sync facade: give the broker "
-                        "client=gemini_tokens.Client(...) (or no client) instead of an AsyncClient"
-                    )
-                # The broker's own client moves onto a sync Client's private loop.
-                self._facade = Client()
-                self._client = self._facade._async
-            self._wsgi = WSGIApp(self)
-        return self._wsgi
-
-    def _run_sync(self, request: BrokerRequest) -> BrokerResponse:
-        """`handle` from a sync thread, on the sync facade's loop (used by `wsgi`)."""
-        facade = self._facade
-        if facade is None or facade.closed:
-            if not self._owns_client:
-                raise ConfigurationError("the broker's Client is closed")
-            facade = self._facade = Client()
-            self._client = facade._async
-        return facade._runner.run(self._handle_on_facade(request))
-
-    async def _handle_on_facade(self, request: BrokerRequest) -> BrokerResponse:
-        mark = _ON_FACADE.set(True)
-        try:
-            return await self.handle(request)
-        finally:
-            _ON_FACADE.reset(mark)
+    def subpaths(self) -> tuple[str, ...]:
+        """The routes below the token path: ``""`` (the token endpoint) and ``"/client.js"``
+        (the browser helper). An adapter routed to a single path uses them to tell which."""
+        return tuple(self._routes)
 
     def openapi(self, path: str = "/token") -> dict[str, Any]:
         """The HTTP contract as an OpenAPI 3.1 document, with the endpoint at ``path``."""
-        from gemini_tokens.broker._openapi import openapi_document
-
-        return openapi_document(self, path)
+        return openapi_document(self._policy, self.renewal_enabled, path)
 
     # --- the decision -----------------------------------------------------------------
 
@@ -347,10 +299,10 @@ class TokenBroker:
         """Answer one request. Every adapter calls this and only this.
 
         ``request.subpath`` picks the route: ``""`` (or ``"/"``) is the token endpoint;
-        anything not in `routes` is a 404.
+        anything not in `subpaths` is a 404.
         """
         subpath = request.subpath.rstrip("/")
-        route = self.routes.get(subpath)
+        route = self._routes.get(subpath)
         if route is None:
             return BrokerResponse(
                 status=404,
@@ -389,7 +341,7 @@ class TokenBroker:
             )
         if not self._origins.permits(request):
             raise Refusal(403, "denied", "origin_not_allowed", "this origin may not get tokens")
-        body = self.parse_body(request)
+        body = parse_body(request, self._body_keys)  # 413, 415, 400: before authorize
         renewal = self._renewal
         if renewal is not None and "renew" in body.extra and body.config is not None:
             raise Refusal(
@@ -405,21 +357,17 @@ class TokenBroker:
             options = renewal.next_times(policy, conversation, conversation.choices)
             await renewal.hit(caller, self._on_limiter_error)
             decision.outcome, decision.session = "renewed", body.extra["renew"]
-            return await self.mint(policy, conversation.choices, options)
+            return await self._mint(policy, conversation.choices, options)
         try:
             choices = check_choices(policy, body.config)
         except ValidationError as exc:
             raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
         await self._limiter.enforce(caller.id, self._on_limiter_error)
         if renewal is None:
-            return await self.mint(policy, choices)
+            return await self._mint(policy, choices)
         start = renewal.now().replace(microsecond=0)
         decision.session = renewal.sign(caller, policy, choices, start)
-        return await self.mint(policy, choices, renewal.first_times(policy, start))
-
-    def parse_body(self, request: BrokerRequest) -> ParsedBody:
-        """The body's shape check (413, 415, 400), before ``authorize`` runs."""
-        return parse_body(request, self.body_keys)
+        return await self._mint(policy, choices, renewal.first_times(policy, start))
 
     async def _call_authorize(self, request: BrokerRequest) -> Caller:
         call = self._authorize
@@ -435,7 +383,7 @@ class TokenBroker:
             return source
         return await _call_hook(source, (caller,), Policy, "policy", "the policy function")
 
-    async def mint(
+    async def _mint(
         self,
         policy: Policy,
         choices: Mapping[str, Any],
@@ -453,11 +401,6 @@ class TokenBroker:
         if overrides:
             options.update(overrides)
         try:
-            facade = self._facade
-            if facade is not None and not _ON_FACADE.get():
-                # A sync Client's pool lives on its own loop: mint there, await it here.
-                future = facade._runner.submit(facade._async.create(**options))
-                return await asyncio.wrap_future(future)
             return await self._current_client().create(**options)
         except (RateLimitError, ServerError, APIConnectionError) as exc:
             retry_after = getattr(exc, "retry_after", None)

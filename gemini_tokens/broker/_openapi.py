@@ -1,15 +1,16 @@
-"""`broker.openapi()`: the HTTP contract as OpenAPI 3.1."""
+"""The HTTP contract as OpenAPI 3.1, from what a broker was given (its policy, renewal).
+
+It knows nothing of `TokenBroker` itself: the broker (``broker.openapi()``) and the FastAPI
+router hand it ``broker.policy`` and ``broker.renewal_enabled``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gemini_tokens import __version__, status_name
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._types import MAX_BODY_BYTES
-
-if TYPE_CHECKING:
-    from gemini_tokens.broker._broker import TokenBroker
 
 __all__ = ["openapi_document", "operation"]
 
@@ -66,8 +67,7 @@ _ERRORS = {
 }
 
 
-def _config_schema(broker: TokenBroker) -> dict[str, Any]:
-    policy = broker.policy
+def _config_schema(policy: object) -> dict[str, Any]:
     if not isinstance(policy, Policy):
         return {
             "type": "object",
@@ -87,13 +87,17 @@ def _config_schema(broker: TokenBroker) -> dict[str, Any]:
     }
 
 
-def operation(broker: TokenBroker) -> dict[str, Any]:
-    """The token endpoint's OpenAPI operation (summary, body, responses)."""
+def operation(policy: object, renewal: bool) -> dict[str, Any]:
+    """The token endpoint's OpenAPI operation (summary, body, responses).
+
+    ``policy`` is a broker's `Policy` (its choices become the body's schema) or its policy
+    function; ``renewal`` whether the broker renews conversations.
+    """
     retry_after = {
         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
     }
-    token_schema, body_properties = _TOKEN_SCHEMA, {"config": _config_schema(broker)}
-    if broker.renewal_enabled:
+    token_schema, body_properties = _TOKEN_SCHEMA, {"config": _config_schema(policy)}
+    if renewal:
         token_schema = {
             **_TOKEN_SCHEMA,
             "properties": {**_TOKEN_SCHEMA["properties"], "session": _SESSION_SCHEMA},
@@ -139,9 +143,9 @@ def operation(broker: TokenBroker) -> dict[str, Any]:
     }
 
 
-def openapi_document(broker: TokenBroker, path: str) -> dict[str, Any]:
-    """A whole OpenAPI 3.1 document with the token endpoint at ``path``."""
-    op = operation(broker)
+def openapi_document(policy: object, renewal: bool, path: str) -> dict[str, Any]:
+    """A whole OpenAPI 3.1 document with the token endpoint at ``path`` (see `operation`)."""
+    op = operation(policy, renewal)
     return {
         "openapi": "3.1.0",
         "info": {"title": "gemini-tokens broker", "version": __version__},

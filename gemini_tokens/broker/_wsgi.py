@@ -1,14 +1,18 @@
-"""`broker.wsgi`: the broker as a WSGI app, deciding on the sync facade's private loop.
+"""`WSGIApp`: the broker as a WSGI app, deciding on a private event loop of its own.
 
 Mount it under a prefix (Flask: werkzeug's ``DispatcherMiddleware``; Django: a few lines in
-``wsgi.py``): ``SCRIPT_NAME`` is then the token path and ``PATH_INFO`` the sub-route.
+``wsgi.py``): ``SCRIPT_NAME`` is then the token path and ``PATH_INFO`` the sub-route. The
+request is read in the server's thread; `TokenBroker.handle` runs on the app's loop
+(`_bridge.LoopThread`), where the broker's `AsyncClient` keeps its connection pool.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gemini_tokens.broker._bridge import LoopThread
 from gemini_tokens.broker._types import MAX_BODY_BYTES, BrokerRequest
 
 if TYPE_CHECKING:
@@ -80,17 +84,39 @@ def request_from_environ(environ: dict[str, Any]) -> BrokerRequest:
 
 
 class WSGIApp:
-    """The broker as a WSGI application."""
+    """The broker as a WSGI application (Flask, Django, gunicorn, any WSGI server).
+
+    Each request is decided by `TokenBroker.handle` on the app's own event loop, in a daemon
+    thread started on first use: safe from many threads at once, and after ``os.fork()``
+    (gunicorn ``--preload``, even after a request in the master) each process starts its own
+    loop and connection pool. The broker's client must be an `AsyncClient` used only through
+    this app (its pool belongs to the loop it is first used on), or the broker's own.
+
+    At exit, or at `close`, the loop closes what the broker opened on it (`TokenBroker.aclose`).
+
+    Args:
+        broker: The `TokenBroker` to serve.
+    """
 
     def __init__(self, broker: TokenBroker) -> None:
         self.broker = broker
+        self._bridge = LoopThread(broker.aclose)
+        self._finalizer = weakref.finalize(self, self._bridge.stop)
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        response = self.broker._run_sync(request_from_environ(environ))
+        response = self._bridge.run(self.broker.handle(request_from_environ(environ)))
         status = f"{response.status} {_REASONS.get(response.status, 'Unknown')}"
         headers = list(response.headers)
         headers.append(("Content-Length", str(len(response.body))))
         start_response(status, headers)
         return [response.body]
+
+    def close(self) -> None:
+        """Close what the broker opened on the app's loop (`TokenBroker.aclose`: its own
+        client and the rate limits' storage), then end the loop's thread. Idempotent.
+
+        Done at exit by itself. The broker stays usable elsewhere; this app answers no more.
+        """
+        self._finalizer()

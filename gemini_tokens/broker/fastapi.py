@@ -48,7 +48,7 @@ def router(broker: TokenBroker, path: str = "/token", **options: Any) -> APIRout
         # The broker's header names are unique: a dict is the cheapest way in.
         return Response(answer.body, answer.status, headers=dict(answer.headers))
 
-    spec = operation(broker)
+    spec = operation(broker.policy, broker.renewal_enabled)
     api.add_api_route(
         path,
         token,
