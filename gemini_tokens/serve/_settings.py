@@ -349,6 +349,12 @@ class ServeSettings:
                 "give exactly one of [policy] (one for everyone) and [policies.NAME] tables",
             )
 
+    @property
+    def metrics(self) -> bool:
+        """Whether Prometheus metrics are served (``server.metrics``; the telemetry set-up's
+        question)."""
+        return self.server.metrics
+
     def policy_names(self) -> list[str]:
         """The policies' names (``default`` for a single ``[policy]``)."""
         return ["default"] if self.policies is None else list(self.policies.tables)
@@ -485,7 +491,7 @@ def _client_may_set(value: Any, _: Any) -> dict[str, Any]:
 
 def _attrs_hook(converter: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
     """A section: its keys as `_file_keys` says, any other key refused."""
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for field in attrs.fields(cls):
         if not field.init:
             continue
@@ -496,7 +502,7 @@ def _attrs_hook(converter: cattrs.Converter, cls: type) -> Callable[[Any, Any], 
             overrides[field.name] = override(rename=key)
     if cls is Policy:
         overrides["client_may_set"] = override(struct_hook=_client_may_set)
-    structure_fn = make_dict_structure_fn(
+    structure_fn: Callable[[Any, Any], Any] = make_dict_structure_fn(
         cls, converter, _cattrs_forbid_extra_keys=True, **overrides
     )
     inline = [f.name for f in attrs.fields(cls) if _INLINE in f.metadata]
@@ -518,16 +524,27 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _int)
     converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _bool)
-    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strings)
-    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is dict, _table)
-    converter.register_structure_hook_factory(
-        lambda t: typing.get_origin(t) is Literal, _literal
-    )
-    converter.register_structure_hook_factory(
-        lambda t: isinstance(t, type) and attrs.has(t),
-        lambda cls: _attrs_hook(converter, cls),
-    )
+    converter.register_structure_hook_func(_is_strings, _strings)
+    converter.register_structure_hook_func(_is_table, _table)
+    converter.register_structure_hook_factory(_is_literal, _literal)
+    converter.register_structure_hook_factory(_is_section, lambda cls: _attrs_hook(converter, cls))
     return converter
+
+
+def _is_strings(tp: Any) -> bool:
+    return bool(tp == tuple[str, ...])
+
+
+def _is_table(tp: Any) -> bool:
+    return typing.get_origin(tp) is dict
+
+
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is Literal
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and attrs.has(tp)
 
 
 _CONVERTER = _converter()
@@ -564,17 +581,20 @@ def _problems(
         for sub in without:
             yield from _problems(sub, path, exc.cl)
     elif isinstance(exc, IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            yield from _problems(sub, (*path, str(note.index)))
-        for sub in without:
+        items, rest = exc.group_exceptions()
+        for sub, item in items:
+            yield from _problems(sub, (*path, str(item.index)))
+        for sub in rest:
             yield from _problems(sub, path)
     elif isinstance(exc, ForbiddenExtraKeysError):
         keys = list(_file_keys(exc.cl).values())
         for key in sorted(exc.extra_fields):
             if exc.cl is ServeSettings:
                 hint = _did_you_mean(key, keys, lambda k: f"[{k}]")
-                yield (f"[{key}]",), "is not a section" + hint.replace("it takes", "the sections are")
+                yield (
+                    (f"[{key}]",),
+                    "is not a section" + hint.replace("it takes", "the sections are"),
+                )
             else:
                 yield (*path, key), "is not a setting" + _did_you_mean(key, keys)
     elif isinstance(exc, (ValidationError, InvalidSettingError)):
@@ -659,13 +679,16 @@ def _apply_environment(
             if not isinstance(table, dict):
                 raise SettingsError(SettingsProblem(source, ".".join(path), "must be a table"))
         attribute = {k: a for a, k in _file_keys(cls).items()}.get(key)
-        origins[(*path, key)] = name
+        where = (*path, key)
+        origins[where] = name
         try:
-            value = environ[name] if attribute is None else _from_text(
-                _types(cls)[attribute], environ[name]
+            value = (
+                environ[name]
+                if attribute is None
+                else _from_text(_types(cls)[attribute], environ[name])
             )
         except ValidationError as exc:
-            problems.append(SettingsProblem(name, ".".join((*path, key)), exc.rule, True))
+            problems.append(SettingsProblem(name, ".".join(where), exc.rule, True))
             continue
         table[key] = value
     if problems:
