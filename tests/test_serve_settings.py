@@ -16,7 +16,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gemini_tokens import ConfigurationError
-from gemini_tokens.serve._settings import SettingsError, load_settings, parse_settings
+from gemini_tokens.serve._settings import (
+    SettingsError,
+    SettingsProblem,
+    load_settings,
+    parse_settings,
+)
 
 GOOD = """
 [server]
@@ -291,6 +296,164 @@ def test_a_bad_override_names_the_variable(name: str, value: str, key: str, rule
     assert rule in error.rule
     assert str(error) == f"{name} ({key}): {error.rule}"
     assert "broker.toml" not in str(error)
+
+
+SINGLE = GOOD[: GOOD.index("[policies]")] + '[policy]\nmodel = "m"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "after", "line", "key", "rule"),
+    [
+        (GOOD, "[server]", "prot = 1", "server.prot", "did you mean 'port'?"),
+        (GOOD, "[upstream]", "time_out = 1", "upstream.time_out", "did you mean 'timeout'?"),
+        (GOOD, "[limits]", "per_caler = []", "limits.per_caler", "did you mean 'per_caller'?"),
+        (GOOD, "[audit]", 'sinks = "log"', "audit.sinks", "did you mean 'sink'?"),
+        (GOOD, "[audit]", "file = 1", "audit.file", "it takes 'path', 'sink'"),
+        (
+            GOOD.replace("[auth.jwt]", "[auth]\n\n[auth.jwt]"),
+            "[auth]",
+            'authoriser = "m:f"',
+            "auth.authoriser",
+            "did you mean 'authorizer'?",
+        ),
+        (GOOD, "[auth.jwt]", 'isuer = "x"', "auth.jwt.isuer", "did you mean 'issuer'?"),
+        (GOOD, "[policies]", 'clam = "x"', "policies.clam", "did you mean 'claim'?"),
+        (GOOD, "[policies.free]", "use = 1", "policies.free.use", "did you mean 'uses'?"),
+        # Renewal is not something the service does: its cap is not a setting.
+        (
+            GOOD,
+            "[policies.pro]",
+            "max_session_minutes = 5",
+            "policies.pro.max_session_minutes",
+            "is not a setting",
+        ),
+        (SINGLE, "[policy]", 'modle = "m"', "policy.modle", "did you mean 'model'?"),
+        (GOOD, "", "[srever]", "[srever]", "is not a section; did you mean [server]?"),
+        (GOOD, "", "[metrics]", "[metrics]", "the sections are [audit], [auth], [limits]"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_its_dotted_path(
+    text: str, after: str, line: str, key: str, rule: str
+) -> None:
+    if after:
+        assert after + "\n" in text
+        text = text.replace(after + "\n", f"{after}\n{line}\n", 1)
+    else:
+        text = f"{line}\n{text}"
+    with pytest.raises(SettingsError) as info:
+        parse(text)
+    error = info.value
+    assert (error.source, error.key) == ("broker.toml", key), str(error)
+    assert rule in error.rule
+    assert error.rule.startswith(("is not a setting; ", "is not a section; "))
+    assert str(error) == f"broker.toml: {key}: {error.rule}"
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_the_dotted_path() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace("port = 9000", "port = 99999"), GEMINI_TOKENS_SERVER_HOST="0.0.0.0")
+    assert str(info.value) == "broker.toml: server.port: must be an integer from 0 to 65535"
+    assert info.value.problems == (
+        SettingsProblem("broker.toml", "server.port", "must be an integer from 0 to 65535"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "rule"),
+    [
+        ("uses = 3", "uses = -3", "policies.pro.uses", "must be 0 (no limit) or more"),
+        (
+            "uses = 3",
+            "uses = 3\nconfig = { temprature = 0.5 }",
+            "policies.pro.config.temprature",
+            "did you mean 'temperature'?",
+        ),
+        (
+            'client_may_set = { speech_config = ["Kore", "Puck"] }',
+            "client_may_set = { speech_config = [] }",
+            "policies.free.client_may_set.speech_config",
+            "at least one",
+        ),
+        (
+            "temperature = { min = 0.0, max = 1.0 }",
+            "temperature = { min = 1.0, max = 0.0 }",
+            "policies.pro.client_may_set.temperature",
+            "range low 1.0 is above high 0.0",
+        ),
+        (
+            "expire_minutes = 30",
+            'expire_minutes = "long"',
+            "policies.pro.expire_minutes",
+            "a number",
+        ),
+    ],
+)
+def test_a_nested_error_has_its_whole_path(old: str, new: str, key: str, rule: str) -> None:
+    assert old in GOOD
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace(old, new, 1))
+    assert info.value.key == key, str(info.value)
+    assert rule in info.value.rule
+    assert str(info.value).startswith(f"broker.toml: {key}: ")
+
+
+def test_a_variable_names_itself_and_a_file_error_beside_it_names_the_file() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(
+            GOOD.replace('sink = "jsonl"', 'sink = "syslog"'),
+            GEMINI_TOKENS_SERVER_PORT="99999",
+            GEMINI_TOKENS_UPSTREAM_TIMEOUT="-1",
+        )
+    assert str(info.value).splitlines() == [
+        "GEMINI_TOKENS_SERVER_PORT (server.port): must be an integer from 0 to 65535",
+        "GEMINI_TOKENS_UPSTREAM_TIMEOUT (upstream.timeout): must be a positive number of seconds",
+        "broker.toml: audit.sink: must be 'log' or 'jsonl'; got 'syslog'",
+    ]
+    assert [p.variable for p in info.value.problems] == [True, True, False]
+    # The first problem's parts are the error's own.
+    assert (info.value.source, info.value.key) == ("GEMINI_TOKENS_SERVER_PORT", "server.port")
+
+
+def test_a_variable_is_read_as_the_settings_type_says() -> None:
+    s = parse(
+        GOOD,
+        GEMINI_TOKENS_SERVER_ACCESS_LOG="yes",
+        GEMINI_TOKENS_SERVER_SHUTDOWN_TIMEOUT="2.5",
+        GEMINI_TOKENS_UPSTREAM_MAX_RETRIES="0",
+        GEMINI_TOKENS_LIMITS_GLOBAL="10/second, 100/minute",
+        GEMINI_TOKENS_LIMITS_ON_STORAGE_ERROR="deny",
+        GEMINI_TOKENS_JWT_LEEWAY_SECONDS="5",
+        GEMINI_TOKENS_JWT_ALGORITHMS="RS256,ES256",
+        GEMINI_TOKENS_POLICIES_CLAIM="tier",
+    )
+    assert (s.server.access_log, s.server.shutdown_timeout) == (True, 2.5)
+    assert s.upstream.max_retries == 0
+    assert s.limits.global_ == ("10/second", "100/minute")
+    assert s.limits.on_storage_error == "deny"
+    assert s.auth.jwt is not None
+    assert (s.auth.jwt.leeway_seconds, s.auth.jwt.algorithms) == (5.0, ("RS256", "ES256"))
+    assert s.policies is not None
+    assert s.policies.claim == "tier"
+    single = parse(SINGLE, GEMINI_TOKENS_POLICY_USES="2")
+    assert single.policy is not None
+    assert single.policy.uses == 2
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis//:hunter2-pw@redis.internal:6379/0",
+        "redis://:hunter2-pw@redis.internal:port/0",
+        "mongodb://app:hunter2-pw@redis.internal/1",
+    ],
+)
+def test_a_redis_password_never_shows_in_an_error(uri: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD, GEMINI_TOKENS_LIMITS_STORAGE=uri)
+    assert info.value.key == "limits.storage"
+    assert info.value.source == "GEMINI_TOKENS_LIMITS_STORAGE"
+    for text in (str(info.value), repr(info.value), repr(info.value.args)):
+        assert "hunter2" not in text
 
 
 def test_load_settings_reads_the_file_and_names_it(tmp_path: Path) -> None:

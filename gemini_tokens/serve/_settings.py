@@ -404,11 +404,15 @@ def _section_class(path: tuple[str, ...]) -> type | None:
     return cls
 
 
-def _did_you_mean(key: str, keys: list[str], shown: Callable[[str], str] = repr) -> str:
+def _unknown(key: str, keys: list[str], *, sections: bool = False) -> str:
+    """The rule for an unknown key: the closest known one, else all of them."""
+    shown = sorted(f"[{k}]" if sections else repr(k) for k in keys)
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {shown(close[0])}?"
-    return "; it takes " + ", ".join(sorted(keys))
+    if sections:
+        hint = f"did you mean [{close[0]}]?" if close else "the sections are " + ", ".join(shown)
+        return f"is not a section; {hint}"
+    hint = f"did you mean {close[0]!r}?" if close else "it takes " + ", ".join(shown)
+    return f"is not a setting; {hint}"
 
 
 # -- the converter ----------------------------------------------------------------------------
@@ -590,13 +594,9 @@ def _problems(
         keys = list(_file_keys(exc.cl).values())
         for key in sorted(exc.extra_fields):
             if exc.cl is ServeSettings:
-                hint = _did_you_mean(key, keys, lambda k: f"[{k}]")
-                yield (
-                    (f"[{key}]",),
-                    "is not a section" + hint.replace("it takes", "the sections are"),
-                )
+                yield (f"[{key}]",), _unknown(key, keys, sections=True)
             else:
-                yield (*path, key), "is not a setting" + _did_you_mean(key, keys)
+                yield (*path, key), _unknown(key, keys)
     elif isinstance(exc, (ValidationError, InvalidSettingError)):
         parts = [part for part in exc.field.split(".") if part]
         if cls is not None and parts and parts[0] not in attrs.fields_dict(cls):
