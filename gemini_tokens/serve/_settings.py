@@ -58,7 +58,6 @@ from gemini_tokens.broker import (
 
 __all__ = [
     "ENV_PREFIX",
-    "PORT_RULE",
     "AuditSettings",
     "AuthSettings",
     "LimitsSettings",
@@ -73,8 +72,6 @@ __all__ = [
 ]
 
 ENV_PREFIX = "GEMINI_TOKENS_"
-#: What a port must be, for ``[server] port``.
-PORT_RULE = "must be an integer from 0 to 65535"
 
 #: Field metadata: the field's key in the file when it is not the attribute's name, or
 #: None for a field the file does not give.
@@ -203,7 +200,10 @@ class ServerSettings:
         default="127.0.0.1",
         validator=_rule(_is_host, "must be an address such as 127.0.0.1 or 0.0.0.0"),
     )
-    port: int = attrs.field(default=8080, validator=_rule(lambda p: 0 <= p <= 65535, PORT_RULE))
+    port: int = attrs.field(
+        default=8080,
+        validator=_rule(lambda p: 0 <= p <= 65535, "must be an integer from 0 to 65535"),
+    )
     path: str = attrs.field(default="/token", converter=_token_path)
     allowed_origins: tuple[str, ...] = ()
     shutdown_timeout: float = attrs.field(
