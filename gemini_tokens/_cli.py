@@ -103,6 +103,7 @@ def _temperature(text: str) -> float:
 
 
 def _port(text: str) -> int:
+    """Every ``--port`` (``emulator`` and ``serve``): 0 picks a free port."""
     value = _whole(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535; got {value}")
@@ -230,7 +231,7 @@ def _add_demo(commands: Any) -> None:
 def _add_serve(commands: Any) -> None:
     from gemini_tokens.serve._cli import add_serve_command  # `gemini-tokens serve`
 
-    add_serve_command(commands)
+    add_serve_command(commands, port=_port)
 
 
 _COMMANDS: tuple[Callable[[Any], None], ...] = (_add_create, _add_emulator, _add_demo, _add_serve)

@@ -276,6 +276,31 @@ def test_allow_insecure_http(
 
 
 @pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ("99999", "--port: must be 0 (any free port) to 65535; got 99999"),
+        ("-1", "--port: must be 0 (any free port) to 65535; got -1"),
+        ("eighty", "--port: must be a whole number; got 'eighty'"),
+    ],
+)
+def test_every_port_flag_refuses_a_bad_port_in_the_same_words(
+    port: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """``emulator`` and ``serve`` share one ``--port`` type."""
+    said = []
+    for argv in (
+        ["emulator", "--port", port],
+        ["serve", "--config", str(tmp_path / "broker.toml"), "--check", "--port", port],
+    ):
+        status, err = _main(argv, capsys)
+        assert status == 2
+        last = err.strip().splitlines()[-1]
+        assert last == f"gemini-tokens {argv[0]}: error: {message}"
+        said.append(last.split(": error: ", 1)[1])
+    assert said[0] == said[1]
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["emulator", "--port", "99999"], "--port: must be 0 (any free port) to 65535"),

@@ -384,8 +384,16 @@ def test_check_validates_and_exits(tmp_path: Path) -> None:
         (('"100/minute"', '"lots"'), {}, "limits.per_caller: cannot parse 'lots'"),
         (('"RS256", "ES256"', '"HS256"'), {}, "must not be used with a public key"),
         (("", ""), {"GEMINI_TOKENS_SERVER_PORT": "many"}, "GEMINI_TOKENS_SERVER_PORT"),
-        (("", ""), {"GEMINI_TOKENS_LIMITS_STORAGE": "mongo://x"}, "limits.storage: unknown"),
-        (("", ""), {"GEMINI_TOKENS_SERVER_PROT": "1"}, "[server] has no key 'prot'"),
+        (
+            ("", ""),
+            {"GEMINI_TOKENS_LIMITS_STORAGE": "mongo://x"},
+            "GEMINI_TOKENS_LIMITS_STORAGE (limits.storage): unknown scheme",
+        ),
+        (
+            ("", ""),
+            {"GEMINI_TOKENS_SERVER_PROT": "1"},
+            "GEMINI_TOKENS_SERVER_PROT (server.prot): is not a setting; did you mean 'port'?",
+        ),
     ],
 )
 def test_a_bad_setting_names_the_file_the_key_and_the_rule(
@@ -405,6 +413,8 @@ def test_a_bad_setting_names_the_file_the_key_and_the_rule(
         assert "Traceback" not in out.stderr
     if not env:
         assert str(path) in out.stderr
+    else:  # the variable is named, not the file
+        assert str(path) not in out.stderr
 
 
 def test_a_missing_config_file_is_named(tmp_path: Path) -> None:

@@ -16,7 +16,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gemini_tokens import ConfigurationError
-from gemini_tokens.serve._settings import SettingsError, load_settings, parse_settings
+from gemini_tokens.serve._settings import (
+    SettingsError,
+    SettingsProblem,
+    load_settings,
+    parse_settings,
+)
 
 GOOD = """
 [server]
@@ -73,23 +78,28 @@ def parse(text: str, **env: str) -> Any:
 
 def test_a_complete_file_is_read() -> None:
     s = parse(GOOD)
-    assert (s.host, s.port, s.path) == ("0.0.0.0", 9000, "/api/token")
-    assert s.allowed_origins == ("https://app.example.test",)
-    assert (s.shutdown_timeout, s.metrics, s.access_log) == (20.0, True, False)
-    assert (s.timeout, s.max_retries, s.allow_insecure_http) == (5, 1, True)
-    assert s.rate_limits == ("5/minute", "100/day")
-    assert s.global_rate_limits == ("600/minute",)
-    assert (s.storage_uri, s.on_limiter_error) == ("redis://127.0.0.1:6379/0", "allow")
-    assert (s.audit_sink, s.audit_path) == ("jsonl", "/tmp/audit.jsonl")
-    assert s.jwt is not None
-    assert s.jwt.audience == ("api",)
+    assert (s.server.host, s.server.port, s.server.path) == ("0.0.0.0", 9000, "/api/token")
+    assert s.server.allowed_origins == ("https://app.example.test",)
+    assert (s.server.shutdown_timeout, s.server.metrics, s.server.access_log) == (20.0, True, False)
+    assert (s.upstream.timeout, s.upstream.max_retries, s.upstream.allow_insecure_http) == (
+        5,
+        1,
+        True,
+    )
+    assert s.limits.per_caller == ("5/minute", "100/day")
+    assert s.limits.global_ == ("600/minute",)
+    assert (s.limits.storage, s.limits.on_storage_error) == ("redis://127.0.0.1:6379/0", "allow")
+    assert (s.audit.sink, s.audit.path) == ("jsonl", "/tmp/audit.jsonl")
+    assert s.auth.jwt is not None
+    assert s.auth.jwt.audience == ("api",)
     # The policy claim is copied from the JWT into the caller's attributes.
-    assert s.jwt.attribute_claims == ("tier", "plan")
-    assert sorted(s.policies) == ["free", "pro"]
-    assert (s.policy_claim, s.default_policy) == ("plan", "free")
-    assert s.policies["pro"].uses == 3
-    assert s.policies["pro"].client_may_set["temperature"].high == 1.0
-    assert s.policies["free"].client_may_set["speech_config"].values == ("Kore", "Puck")
+    assert s.auth.jwt.attribute_claims == ("tier", "plan")
+    assert s.policies is not None
+    assert sorted(s.policies.tables) == ["free", "pro"]
+    assert (s.policies.claim, s.policies.default) == ("plan", "free")
+    assert s.policies.tables["pro"].uses == 3
+    assert s.policies.tables["pro"].client_may_set["temperature"].high == 1.0
+    assert s.policies.tables["free"].client_may_set["speech_config"].values == ("Kore", "Puck")
 
 
 def test_the_environment_overrides_the_file() -> None:
@@ -106,15 +116,16 @@ def test_the_environment_overrides_the_file() -> None:
         GEMINI_TOKENS_BROKER_SECRET="not ours: left alone",
         OTHER="x",
     )
-    assert s.port == 9100
-    assert s.metrics is False
-    assert s.allowed_origins == ("https://a.test", "https://b.test")
-    assert s.rate_limits == ("1/second",)
-    assert s.storage_uri == "memory://"
-    assert s.jwt is not None
-    assert s.jwt.audience == ("other-api",)
-    assert s.timeout == 2.5
-    assert s.default_policy == "pro"
+    assert s.server.port == 9100
+    assert s.server.metrics is False
+    assert s.server.allowed_origins == ("https://a.test", "https://b.test")
+    assert s.limits.per_caller == ("1/second",)
+    assert s.limits.storage == "memory://"
+    assert s.auth.jwt is not None
+    assert s.auth.jwt.audience == ("other-api",)
+    assert s.upstream.timeout == 2.5
+    assert s.policies is not None
+    assert s.policies.default == "pro"
 
 
 def test_an_hmac_secret_from_the_environment_never_shows() -> None:
@@ -124,8 +135,8 @@ def test_an_hmac_secret_from_the_environment_never_shows() -> None:
     )
     secret = "an-hmac-secret-of-at-least-32-characters!"
     s = parse(text, GEMINI_TOKENS_JWT_HMAC_SECRET=secret)
-    assert s.jwt is not None
-    assert s.jwt.hmac_secret == secret
+    assert s.auth.jwt is not None
+    assert s.auth.jwt.hmac_secret == secret
     assert secret not in repr(s)
 
 
@@ -139,21 +150,21 @@ def test_an_hmac_secret_from_the_environment_never_shows() -> None:
 )
 def test_a_redis_password_in_the_storage_uri_never_shows(uri: str, shown: str) -> None:
     s = parse(GOOD, GEMINI_TOKENS_LIMITS_STORAGE=uri)
-    assert s.storage_uri == uri  # used as given
+    assert s.limits.storage == uri  # used as given
     assert "hunter2" not in repr(s)
     assert repr(shown) in repr(s)
 
 
 def test_dev_mode_forces_loopback_and_any_origin() -> None:
     s = parse_settings(tomllib.loads(GOOD), environ={}, dev=True)
-    assert (s.host, s.allowed_origins, s.dev) == ("127.0.0.1", ("*",), True)
+    assert (s.server.host, s.server.allowed_origins, s.dev) == ("127.0.0.1", ("*",), True)
 
 
 def test_a_single_policy() -> None:
     text = GOOD[: GOOD.index("[policies]")] + '[policy]\nmodel = "m"\n'
     s = parse(text)
-    assert list(s.policies) == ["default"]
-    assert s.policy_claim is None
+    assert s.policy_names() == ["default"]
+    assert s.policies is None
 
 
 @pytest.mark.parametrize(
@@ -193,7 +204,7 @@ def test_a_single_policy() -> None:
         ('path = "/tmp/audit.jsonl"', "", "audit.path", "is required"),
         ('algorithms = ["RS256"]', 'algorithms = ["none"]', "auth.jwt.algorithms", "never allowed"),
         ('algorithms = ["RS256"]', 'algorithms = ["HS256"]', "auth.jwt.algorithms", "public key"),
-        ('audience = "api"', "", "auth.jwt", "needs issuer, audience"),
+        ('audience = "api"', "", "auth.jwt.audience", "is required"),
         ('audience = "api"', 'audience = "api"\nkid = 1', "auth.jwt.kid", "not a setting"),
         (
             'jwks_url = "https://id.example.test/.well-known/jwks.json"',
@@ -259,20 +270,190 @@ def test_auth_and_policy_must_each_be_given_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "rule"),
+    ("name", "value", "key", "rule"),
     [
-        ("GEMINI_TOKENS_SERVER_PORT", "many", "must be a number"),
-        ("GEMINI_TOKENS_SERVER_METRICS", "perhaps", "true or false"),
-        ("GEMINI_TOKENS_SERVER_PROT", "1", "[server] has no key 'prot'"),
-        ("GEMINI_TOKENS_JWT_ISSUER", "", "issuer"),
+        ("GEMINI_TOKENS_SERVER_PORT", "many", "server.port", "must be an integer, not 'many'"),
+        ("GEMINI_TOKENS_SERVER_PORT", "99999", "server.port", "must be an integer from 0 to 65535"),
+        ("GEMINI_TOKENS_SERVER_METRICS", "perhaps", "server.metrics", "true or false"),
+        (
+            "GEMINI_TOKENS_SERVER_PROT",
+            "1",
+            "server.prot",
+            "is not a setting; did you mean 'port'?",
+        ),
+        ("GEMINI_TOKENS_JWT_ISSUER", "", "auth.jwt.issuer", "issuer"),
+        ("GEMINI_TOKENS_LIMITS_GLOBAL", "lots", "limits.global", "cannot parse 'lots'"),
+        ("GEMINI_TOKENS_POLICIES_DEFAULT", "gold", "policies.default", "'gold' is not one of"),
+        ("GEMINI_TOKENS_POLICY_CONFIG", "{}", "policy.config", "set it in the file"),
     ],
 )
-def test_a_bad_override_names_the_variable(name: str, value: str, rule: str) -> None:
+def test_a_bad_override_names_the_variable(name: str, value: str, key: str, rule: str) -> None:
+    """Not the file: the variable, and the setting it overrides."""
     with pytest.raises(SettingsError) as info:
         parse(GOOD, **{name: value})
-    assert rule in str(info.value)
-    if info.value.source == "environment":
-        assert info.value.key == name
+    error = info.value
+    assert (error.source, error.key) == (name, key), str(error)
+    assert rule in error.rule
+    assert str(error) == f"{name} ({key}): {error.rule}"
+    assert "broker.toml" not in str(error)
+
+
+SINGLE = GOOD[: GOOD.index("[policies]")] + '[policy]\nmodel = "m"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "after", "line", "key", "rule"),
+    [
+        (GOOD, "[server]", "prot = 1", "server.prot", "did you mean 'port'?"),
+        (GOOD, "[upstream]", "time_out = 1", "upstream.time_out", "did you mean 'timeout'?"),
+        (GOOD, "[limits]", "per_caler = []", "limits.per_caler", "did you mean 'per_caller'?"),
+        (GOOD, "[audit]", 'sinks = "log"', "audit.sinks", "did you mean 'sink'?"),
+        (GOOD, "[audit]", "file = 1", "audit.file", "it takes 'path', 'sink'"),
+        (
+            GOOD.replace("[auth.jwt]", "[auth]\n\n[auth.jwt]"),
+            "[auth]",
+            'authoriser = "m:f"',
+            "auth.authoriser",
+            "did you mean 'authorizer'?",
+        ),
+        (GOOD, "[auth.jwt]", 'isuer = "x"', "auth.jwt.isuer", "did you mean 'issuer'?"),
+        (GOOD, "[policies]", 'clam = "x"', "policies.clam", "did you mean 'claim'?"),
+        (GOOD, "[policies.free]", "use = 1", "policies.free.use", "did you mean 'uses'?"),
+        # Renewal is not something the service does: its cap is not a setting.
+        (
+            GOOD,
+            "[policies.pro]",
+            "max_session_minutes = 5",
+            "policies.pro.max_session_minutes",
+            "is not a setting",
+        ),
+        (SINGLE, "[policy]", 'modle = "m"', "policy.modle", "did you mean 'model'?"),
+        (GOOD, "", "[srever]", "[srever]", "is not a section; did you mean [server]?"),
+        (GOOD, "", "[metrics]", "[metrics]", "the sections are [audit], [auth], [limits]"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_its_dotted_path(
+    text: str, after: str, line: str, key: str, rule: str
+) -> None:
+    if after:
+        assert after + "\n" in text
+        text = text.replace(after + "\n", f"{after}\n{line}\n", 1)
+    else:
+        text = f"{line}\n{text}"
+    with pytest.raises(SettingsError) as info:
+        parse(text)
+    error = info.value
+    assert (error.source, error.key) == ("broker.toml", key), str(error)
+    assert rule in error.rule
+    assert error.rule.startswith(("is not a setting; ", "is not a section; "))
+    assert str(error) == f"broker.toml: {key}: {error.rule}"
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_the_dotted_path() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace("port = 9000", "port = 99999"), GEMINI_TOKENS_SERVER_HOST="0.0.0.0")
+    assert str(info.value) == "broker.toml: server.port: must be an integer from 0 to 65535"
+    assert info.value.problems == (
+        SettingsProblem("broker.toml", "server.port", "must be an integer from 0 to 65535"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "rule"),
+    [
+        ("uses = 3", "uses = -3", "policies.pro.uses", "must be 0 (no limit) or more"),
+        (
+            "uses = 3",
+            "uses = 3\nconfig = { temprature = 0.5 }",
+            "policies.pro.config.temprature",
+            "did you mean 'temperature'?",
+        ),
+        (
+            'client_may_set = { speech_config = ["Kore", "Puck"] }',
+            "client_may_set = { speech_config = [] }",
+            "policies.free.client_may_set.speech_config",
+            "at least one",
+        ),
+        (
+            "temperature = { min = 0.0, max = 1.0 }",
+            "temperature = { min = 1.0, max = 0.0 }",
+            "policies.pro.client_may_set.temperature",
+            "range low 1.0 is above high 0.0",
+        ),
+        (
+            "expire_minutes = 30",
+            'expire_minutes = "long"',
+            "policies.pro.expire_minutes",
+            "a number",
+        ),
+    ],
+)
+def test_a_nested_error_has_its_whole_path(old: str, new: str, key: str, rule: str) -> None:
+    assert old in GOOD
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace(old, new, 1))
+    assert info.value.key == key, str(info.value)
+    assert rule in info.value.rule
+    assert str(info.value).startswith(f"broker.toml: {key}: ")
+
+
+def test_a_variable_names_itself_and_a_file_error_beside_it_names_the_file() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(
+            GOOD.replace('sink = "jsonl"', 'sink = "syslog"'),
+            GEMINI_TOKENS_SERVER_PORT="99999",
+            GEMINI_TOKENS_UPSTREAM_TIMEOUT="-1",
+        )
+    assert str(info.value).splitlines() == [
+        "GEMINI_TOKENS_SERVER_PORT (server.port): must be an integer from 0 to 65535",
+        "GEMINI_TOKENS_UPSTREAM_TIMEOUT (upstream.timeout): must be a positive number of seconds",
+        "broker.toml: audit.sink: must be 'log' or 'jsonl'; got 'syslog'",
+    ]
+    assert [p.variable for p in info.value.problems] == [True, True, False]
+    # The first problem's parts are the error's own.
+    assert (info.value.source, info.value.key) == ("GEMINI_TOKENS_SERVER_PORT", "server.port")
+
+
+def test_a_variable_is_read_as_the_settings_type_says() -> None:
+    s = parse(
+        GOOD,
+        GEMINI_TOKENS_SERVER_ACCESS_LOG="yes",
+        GEMINI_TOKENS_SERVER_SHUTDOWN_TIMEOUT="2.5",
+        GEMINI_TOKENS_UPSTREAM_MAX_RETRIES="0",
+        GEMINI_TOKENS_LIMITS_GLOBAL="10/second, 100/minute",
+        GEMINI_TOKENS_LIMITS_ON_STORAGE_ERROR="deny",
+        GEMINI_TOKENS_JWT_LEEWAY_SECONDS="5",
+        GEMINI_TOKENS_JWT_ALGORITHMS="RS256,ES256",
+        GEMINI_TOKENS_POLICIES_CLAIM="tier",
+    )
+    assert (s.server.access_log, s.server.shutdown_timeout) == (True, 2.5)
+    assert s.upstream.max_retries == 0
+    assert s.limits.global_ == ("10/second", "100/minute")
+    assert s.limits.on_storage_error == "deny"
+    assert s.auth.jwt is not None
+    assert (s.auth.jwt.leeway_seconds, s.auth.jwt.algorithms) == (5.0, ("RS256", "ES256"))
+    assert s.policies is not None
+    assert s.policies.claim == "tier"
+    single = parse(SINGLE, GEMINI_TOKENS_POLICY_USES="2")
+    assert single.policy is not None
+    assert single.policy.uses == 2
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis//:hunter2-pw@redis.internal:6379/0",
+        "redis://:hunter2-pw@redis.internal:port/0",
+        "mongodb://app:hunter2-pw@redis.internal/1",
+    ],
+)
+def test_a_redis_password_never_shows_in_an_error(uri: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD, GEMINI_TOKENS_LIMITS_STORAGE=uri)
+    assert info.value.key == "limits.storage"
+    assert info.value.source == "GEMINI_TOKENS_LIMITS_STORAGE"
+    for text in (str(info.value), repr(info.value), repr(info.value.args)):
+        assert "hunter2" not in text
 
 
 def test_load_settings_reads_the_file_and_names_it(tmp_path: Path) -> None:
@@ -301,15 +482,15 @@ DOCS = Path(__file__).parent.parent / "docs" / "serve.md"
 def test_the_docs_complete_broker_toml_is_valid() -> None:
     complete, *idps = _toml_blocks(DOCS)
     s = parse(complete)
-    assert sorted(s.policies) == ["free", "pro"]
-    assert s.storage_uri.startswith("redis://")
+    assert s.policy_names() == ["free", "pro"]
+    assert s.limits.storage.startswith("redis://")
     # Each identity provider's [auth.jwt] in place of the complete file's.
     head, _, rest = complete.partition("[auth.jwt]")
     tail = rest[rest.index("[policies]") :]
     assert len(idps) == 3
     for idp in idps:
         settings = parse(head + idp + "\n" + tail)
-        assert settings.jwt is not None
-        assert settings.jwt.jwks_url is not None
-        assert settings.jwt.jwks_url.startswith("https://")
-        assert " " not in settings.jwt.jwks_url
+        assert settings.auth.jwt is not None
+        assert settings.auth.jwt.jwks_url is not None
+        assert settings.auth.jwt.jwks_url.startswith("https://")
+        assert " " not in settings.auth.jwt.jwks_url

@@ -25,8 +25,11 @@ from __future__ import annotations
 from gemini_tokens.broker._asgi import ASGIApp
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
 from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
+from gemini_tokens.broker._checks import check_rate_limits, check_storage_uri
+from gemini_tokens.broker._errors import InvalidSettingError
 from gemini_tokens.broker._http import error_body
 from gemini_tokens.broker._jwt import JWTAuthorizer, JWTError, JWTSettings
+from gemini_tokens.broker._limiter import redacted_uri
 from gemini_tokens.broker._policy import Policy
 from gemini_tokens.broker._telemetry import decision_span
 from gemini_tokens.broker._types import (
@@ -50,6 +53,7 @@ __all__ = [
     "Caller",
     "Denied",
     "Headers",
+    "InvalidSettingError",
     "JWTAuthorizer",
     "JWTError",
     "JWTSettings",
@@ -57,8 +61,11 @@ __all__ = [
     "PolicySource",
     "TokenBroker",
     "WSGIApp",
+    "check_rate_limits",
+    "check_storage_uri",
     "decision_span",
     "error_body",
     "log_audit_event",
+    "redacted_uri",
     "token_id",
 ]

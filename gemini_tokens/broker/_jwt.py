@@ -28,6 +28,7 @@ import attrs
 
 from gemini_tokens import is_loopback_host
 from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.broker._errors import InvalidSettingError
 
 if TYPE_CHECKING:
     from gemini_tokens.broker._types import BrokerRequest, Caller
@@ -73,7 +74,7 @@ class JWTError(Exception):
 def _positive(name: str) -> Callable[[object, object, object], None]:
     def check(_: object, __: object, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigurationError(f"{name}: must be a number of seconds >= 0; got {value!r}")
+            raise InvalidSettingError(name, f"must be a number of seconds >= 0; got {value!r}")
 
     return check
 
@@ -82,9 +83,9 @@ def _audience(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigurationError("audience: must be a string or a non-empty list of strings")
+        raise InvalidSettingError("audience", "must be a string or a non-empty list of strings")
     if not all(isinstance(v, str) and v for v in value):
-        raise ConfigurationError("audience: every audience must be a non-empty string")
+        raise InvalidSettingError("audience", "every audience must be a non-empty string")
     return tuple(value)
 
 
@@ -92,15 +93,15 @@ def _algorithms(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigurationError("algorithms: must be a non-empty list such as ['RS256']")
+        raise InvalidSettingError("algorithms", "must be a non-empty list such as ['RS256']")
     known = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
     for alg in value:
         if not isinstance(alg, str) or alg.lower() == "none":
-            raise ConfigurationError("algorithms: 'none' is never allowed (unsigned tokens)")
+            raise InvalidSettingError("algorithms", "'none' is never allowed (unsigned tokens)")
         if alg not in known:
-            raise ConfigurationError(
-                f"algorithms: {alg!r} is not a signing algorithm; choose from "
-                + ", ".join(sorted(known))
+            raise InvalidSettingError(
+                "algorithms",
+                f"{alg!r} is not a signing algorithm; choose from " + ", ".join(sorted(known)),
             )
     return tuple(value)
 
@@ -109,7 +110,7 @@ def _claims(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigurationError("attribute_claims: must be a list of claim names")
+        raise InvalidSettingError("attribute_claims", "must be a list of claim names")
     return tuple(value)
 
 
@@ -134,7 +135,8 @@ class JWTSettings:
         jwks_min_refresh_seconds: The least time between two fetches (default 60 s).
 
     Raises:
-        ConfigurationError: a rule broken, naming the setting.
+        InvalidSettingError: a rule broken (a `ConfigurationError` whose ``field`` is the
+            setting, or ``jwt`` for a rule between settings).
     """
 
     issuer: str = attrs.field()
@@ -156,7 +158,7 @@ class JWTSettings:
     @issuer.validator
     def _check_issuer(self, _: object, value: object) -> None:
         if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError("issuer: must be the identity provider's issuer (iss)")
+            raise InvalidSettingError("issuer", "must be the identity provider's issuer (iss)")
 
     def __attrs_post_init__(self) -> None:
         sources = [
@@ -165,36 +167,39 @@ class JWTSettings:
             if getattr(self, name) is not None
         ]
         if len(sources) != 1:
-            raise ConfigurationError(
-                "jwt: give exactly one of jwks_url, public_key_file and hmac_secret"
-                + (f" (got {', '.join(sources)})" if sources else "")
+            raise InvalidSettingError(
+                "jwt",
+                "give exactly one of jwks_url, public_key_file and hmac_secret"
+                + (f" (got {', '.join(sources)})" if sources else ""),
             )
         if self.hmac_secret is not None:
             if not isinstance(self.hmac_secret, str) or len(self.hmac_secret) < 32:
-                raise ConfigurationError("hmac_secret: must be at least 32 characters")
+                raise InvalidSettingError("hmac_secret", "must be at least 32 characters")
             wrong = [a for a in self.algorithms if a not in HMAC_ALGORITHMS]
             if wrong:
-                raise ConfigurationError(
-                    f"algorithms: {', '.join(wrong)} cannot be used with hmac_secret; "
-                    "use HS256, HS384 or HS512"
+                raise InvalidSettingError(
+                    "algorithms",
+                    f"{', '.join(wrong)} cannot be used with hmac_secret; "
+                    "use HS256, HS384 or HS512",
                 )
         else:
             wrong = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
             if wrong:
-                raise ConfigurationError(
-                    f"algorithms: {', '.join(wrong)} must not be used with a public key "
-                    "(anyone holding the public key could sign); use RS256, ES256, ..."
+                raise InvalidSettingError(
+                    "algorithms",
+                    f"{', '.join(wrong)} must not be used with a public key "
+                    "(anyone holding the public key could sign); use RS256, ES256, ...",
                 )
         if self.jwks_url is not None:
             url = urlsplit(self.jwks_url) if isinstance(self.jwks_url, str) else None
             if url is None or url.scheme not in ("https", "http") or not url.hostname:
-                raise ConfigurationError(f"jwks_url: {self.jwks_url!r} is not an http(s) URL")
+                raise InvalidSettingError("jwks_url", f"{self.jwks_url!r} is not an http(s) URL")
             if url.scheme == "http" and not is_loopback_host(url.hostname):
-                raise ConfigurationError(
-                    "jwks_url: must be https:// (http:// is allowed only to loopback)"
+                raise InvalidSettingError(
+                    "jwks_url", "must be https:// (http:// is allowed only to loopback)"
                 )
         if not isinstance(self.caller_claim, str) or not self.caller_claim:
-            raise ConfigurationError("caller_claim: must be a claim name such as 'sub'")
+            raise InvalidSettingError("caller_claim", "must be a claim name such as 'sub'")
 
 
 class KeySource:

@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 from gemini_tokens._errors import ConfigurationError
+from gemini_tokens.broker._errors import InvalidSettingError
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal
 
 __all__ = [
@@ -87,7 +88,7 @@ def parse_limits(name: str, value: Iterable[str] | str | None) -> list[Any]:
     """``["5/minute", "100/day"]`` (or ``"5/minute;100/day"``) as `limits` items.
 
     Raises:
-        ConfigurationError: naming the setting and the unparsable entry.
+        InvalidSettingError: ``name`` as the field, the unparsable entry in the rule.
     """
     limits = _import_limits()
     if value is None:
@@ -96,15 +97,16 @@ def parse_limits(name: str, value: Iterable[str] | str | None) -> list[Any]:
     items: list[Any] = []
     for entry in entries:
         if not isinstance(entry, str):
-            raise ConfigurationError(
-                f"{name}: {entry!r} is not a rate limit string such as '5/minute'"
+            raise InvalidSettingError(
+                name, f"{entry!r} is not a rate limit string such as '5/minute'"
             )
         try:
             items.extend(limits.parse_many(entry))
         except ValueError:
-            raise ConfigurationError(
-                f"{name}: cannot parse {entry!r}; write limits such as '5/minute', "
-                "'100/day' or '10 per hour'"
+            raise InvalidSettingError(
+                name,
+                f"cannot parse {entry!r}; write limits such as '5/minute', "
+                "'100/day' or '10 per hour'",
             ) from None
     return items
 
@@ -113,11 +115,14 @@ def storage_uri_for(uri: str) -> tuple[str, dict[str, Any]]:
     """The `limits` async storage URI and options for a ``memory://`` or ``redis://`` URI.
 
     Raises:
-        ConfigurationError: an unknown scheme.
+        InvalidSettingError: ``storage_uri``: not a URI, an unknown scheme, or a Redis URL
+            redis-py cannot read (never with the password).
     """
     if not isinstance(uri, str) or "://" not in uri:
-        raise ConfigurationError(
-            f"storage_uri: {uri!r} is not a URI such as 'memory://' or 'redis://host:6379/0'"
+        shown = redacted_uri(uri) if isinstance(uri, str) else uri
+        raise InvalidSettingError(
+            "storage_uri",
+            f"{shown!r} is not a URI such as 'memory://' or 'redis://host:6379/0'",
         )
     scheme = uri.split("://", 1)[0].lower().removeprefix("async+")
     rest = uri.split("://", 1)[1]
@@ -132,19 +137,32 @@ def storage_uri_for(uri: str) -> tuple[str, dict[str, Any]]:
         if scheme in _POOLED:
             options["connection_pool"] = _blocking_pool(uri.split("://", 1)[0], rest)
         return f"async+{scheme}://{rest}", options
-    raise ConfigurationError(
-        f"storage_uri: unknown scheme {scheme!r}; use 'memory://' (one process) or "
-        "'redis://host:port/db' (many processes)"
+    raise InvalidSettingError(
+        "storage_uri",
+        f"unknown scheme {scheme!r}; use 'memory://' (one process) or "
+        "'redis://host:port/db' (many processes)",
     )
 
 
 def redacted_uri(uri: str) -> str:
-    """``uri`` with the password of its user part (``redis://:secret@host``) as ``***``; a
-    user part without a colon (read as a password by some clients) is hidden whole."""
+    """``uri`` with the password of its user part (``redis://:secret@host``) as ``***``.
+
+    A user part without a colon (read as a password by some clients) is hidden whole, and
+    so is everything before an ``@`` in a string without ``://`` (a URI mistyped).
+
+    Args:
+        uri: A storage URI such as ``redis://:password@redis:6379/0``.
+
+    Returns:
+        The URI safe to log or show.
+    """
     scheme, sep, rest = uri.partition("://")
+    if not sep:
+        _, at, tail = uri.rpartition("@")
+        return f"***@{tail}" if at else uri
     netloc, slash, path = rest.partition("/")
     userinfo, at, host = netloc.rpartition("@")
-    if not sep or not at:
+    if not at:
         return uri
     user, colon, _ = userinfo.partition(":")
     shown = f"{user}:***" if colon else "***"
@@ -157,8 +175,8 @@ def _blocking_pool(scheme: str, rest: str) -> Any:
     try:
         from redis.asyncio import BlockingConnectionPool
     except ImportError:
-        raise ConfigurationError(
-            "storage_uri: Redis needs the `redis` package: pip install 'gemini-tokens[broker]'"
+        raise InvalidSettingError(
+            "storage_uri", "Redis needs the `redis` package: pip install 'gemini-tokens[broker]'"
         ) from None
     scheme = scheme.lower().removeprefix("async+")
     url = f"{'unix' if scheme == 'redis+unix' else scheme}://{rest}"
@@ -171,7 +189,7 @@ def _blocking_pool(scheme: str, rest: str) -> Any:
             socket_timeout=REDIS_TIMEOUT,
         )
     except ValueError as exc:
-        raise ConfigurationError(f"storage_uri: {exc}") from None
+        raise InvalidSettingError("storage_uri", str(exc)) from None
 
 
 class Limiter:

@@ -39,7 +39,7 @@ from gemini_tokens.broker import (
     log_audit_event,
 )
 from gemini_tokens.broker.aiohttp import add_routes
-from gemini_tokens.serve._settings import ServeSettings, SettingsError
+from gemini_tokens.serve._settings import ServeSettings, SettingsError, SettingsProblem
 
 __all__ = [
     "JsonFormatter",
@@ -85,11 +85,12 @@ class JsonLinesSink:
 
 
 def _policy_source(settings: ServeSettings) -> PolicySource:
-    policies = dict(settings.policies)
-    claim = settings.policy_claim
-    if claim is None:
-        return policies["default"]
-    default = settings.default_policy
+    if settings.policies is None:
+        assert settings.policy is not None
+        return settings.policy
+    policies = dict(settings.policies.tables)
+    claim = settings.policies.claim
+    default = settings.policies.default
 
     def choose(caller: Caller) -> Policy:
         value = caller.attributes.get(claim)
@@ -107,14 +108,13 @@ def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]
     OpenTelemetry.)"""
     sink: Callable[[AuditEvent], None]
     close: Callable[[], None] = lambda: None  # noqa: E731
-    if settings.audit_sink == "jsonl":
-        assert settings.audit_path is not None
+    if settings.audit.sink == "jsonl":
+        assert settings.audit.path is not None
         try:
-            jsonl = JsonLinesSink(settings.audit_path)
+            jsonl = JsonLinesSink(settings.audit.path)
         except OSError as exc:
-            raise SettingsError(
-                settings.source, "audit.path", f"cannot be opened: {exc.strerror or exc}"
-            ) from None
+            rule = f"cannot be opened: {exc.strerror or exc}"
+            raise SettingsError(SettingsProblem(settings.source, "audit.path", rule)) from None
         sink, close = jsonl, jsonl.close
     else:
         sink = log_audit_event
@@ -128,13 +128,14 @@ def client_for(settings: ServeSettings) -> AsyncClient:
     Raises:
         ConfigurationError: no API key, or an unusable base URL.
     """
+    upstream = settings.upstream
     options: dict[str, Any] = {}
-    if settings.timeout is not None:
-        options["timeout"] = settings.timeout
-    if settings.max_retries is not None:
-        options["max_retries"] = settings.max_retries
+    if upstream.timeout is not None:
+        options["timeout"] = upstream.timeout
+    if upstream.max_retries is not None:
+        options["max_retries"] = upstream.max_retries
     return AsyncClient(
-        base_url=settings.base_url, allow_insecure_http=settings.allow_insecure_http, **options
+        base_url=upstream.base_url, allow_insecure_http=upstream.allow_insecure_http, **options
     )
 
 
@@ -147,24 +148,24 @@ def build_broker(
         ConfigurationError: no API key, an authorizer that cannot be imported, ...
     """
     authorize: Authorize
-    if settings.jwt is not None:
-        authorize = JWTAuthorizer(settings.jwt)
+    if settings.auth.jwt is not None:
+        authorize = JWTAuthorizer(settings.auth.jwt)
     else:
-        assert settings.authorizer is not None
-        authorize = load_authorizer(settings.authorizer)
+        assert settings.auth.authorizer is not None
+        authorize = load_authorizer(settings.auth.authorizer)
     if client is None:
         client = client_for(settings)
     audit, close_audit = _audit_sink(settings)
     broker = TokenBroker(
         authorize=authorize,
         policy=_policy_source(settings),
-        rate_limits=settings.rate_limits,
-        global_rate_limits=settings.global_rate_limits,
-        storage_uri=settings.storage_uri,
-        allowed_origins=settings.allowed_origins,
+        rate_limits=settings.limits.per_caller,
+        global_rate_limits=settings.limits.global_,
+        storage_uri=settings.limits.storage,
+        allowed_origins=settings.server.allowed_origins,
         audit=audit,
         client=client,
-        on_limiter_error="allow" if settings.on_limiter_error == "allow" else "deny",
+        on_limiter_error=settings.limits.on_storage_error,
     )
     return broker, close_audit
 
@@ -244,10 +245,11 @@ def build_app(
     *,
     metrics_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
 ) -> web.Application:
-    """The aiohttp application: the broker at ``settings.path``, health, readiness, metrics."""
+    """The aiohttp application: the broker at ``settings.server.path``, health, readiness,
+    metrics."""
     state: dict[str, Any] = {"draining": False, "in_flight": 0}
     readiness = _Readiness(broker, client, settings)
-    token_path = settings.path
+    token_path = settings.server.path
 
     @web.middleware
     async def middleware(
@@ -400,7 +402,7 @@ async def serve(
     """
     client = client_for(settings)
     broker, close_audit = build_broker(settings, client=client)
-    metrics_handler = _prometheus_handler() if settings.metrics else None
+    metrics_handler = _prometheus_handler() if settings.server.metrics else None
     app = build_app(settings, broker, client, metrics_handler=metrics_handler)
 
     async def close_client(app: web.Application) -> AsyncIterator[None]:
@@ -410,11 +412,14 @@ async def serve(
 
     app.cleanup_ctx.append(close_client)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.server.shutdown_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
         await site.start()
         host, port = runner.addresses[0][:2]
         netloc = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
@@ -428,8 +433,8 @@ async def serve(
         logger.info(
             "gemini-tokens serve: listening on %s%s",
             url,
-            settings.path,
-            extra={"url": url, "path": settings.path},
+            settings.server.path,
+            extra={"url": url, "path": settings.server.path},
         )
         if ready is not None:
             ready(url)
@@ -438,7 +443,7 @@ async def serve(
         logger.info(
             "gemini-tokens serve: stopping; %d request(s) in flight get up to %gs",
             app[_STATE]["in_flight"],
-            settings.shutdown_timeout,
+            settings.server.shutdown_timeout,
         )
     finally:
         # Closes the listening socket first (new connections are refused), then waits for
@@ -496,13 +501,13 @@ def run(settings: ServeSettings) -> int:
     shutdown_telemetry = setup_telemetry(settings)
 
     def ready(url: str) -> None:
-        print(f"gemini-tokens serve: listening on {url}{settings.path}", flush=True)
+        print(f"gemini-tokens serve: listening on {url}{settings.server.path}", flush=True)
 
     try:
         asyncio.run(serve(settings, ready=ready))
     except OSError as exc:
         print(
-            f"gemini-tokens serve: cannot listen on {settings.host}:{settings.port}: "
+            f"gemini-tokens serve: cannot listen on {settings.server.host}:{settings.server.port}: "
             f"{exc.strerror or exc}",
             file=sys.stderr,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_serve_command", "run_serve"]
@@ -38,8 +39,14 @@ _DEV_WARNING = """\
 **********************************************************************"""
 
 
-def add_serve_command(commands: Any) -> None:
-    """Add ``serve`` to the ``gemini-tokens`` subcommands (an argparse subparsers object)."""
+def add_serve_command(commands: Any, *, port: Callable[[str], int]) -> None:
+    """Add ``serve`` to the ``gemini-tokens`` subcommands.
+
+    Args:
+        commands: The argparse subparsers object of ``gemini-tokens``.
+        port: The ``--port`` flags' type, the command line's own, so that ``serve`` and
+            ``emulator`` refuse a bad port in the same words.
+    """
     serve = commands.add_parser(
         "serve",
         help="run the token broker as a service (JWT auth, limits, audit, metrics)",
@@ -62,19 +69,9 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="development mode: loopback only, any origin allowed (loudly announced)",
     )
-    serve.add_argument("--port", type=_port, metavar="N", help="override [server] port")
+    # Checked by the flag's type, so that an error names the flag, not the setting.
+    serve.add_argument("--port", type=port, metavar="N", help="override [server] port")
     serve.set_defaults(handler=run_serve)
-
-
-def _port(text: str) -> int:
-    """``--port``'s type: checked here, so the error names the flag, not the setting."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535; got {value}")
-    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -98,13 +95,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
         broker, close_audit = build_broker(settings)
         close_audit()
-        names = ", ".join(settings.policies)
-        auth = "JWT" if settings.jwt is not None else f"authorizer {settings.authorizer}"
+        names = ", ".join(settings.policy_names())
+        auth = settings.auth
+        who = "JWT" if auth.jwt is not None else f"authorizer {auth.authorizer}"
+        limits, server = settings.limits, settings.server
         print(
-            f"{settings.source}: OK: {auth}; policies: {names}; limits: "
-            f"{len(settings.rate_limits)} per caller, {len(settings.global_rate_limits)} global "
-            f"on {settings.storage_uri.split('://', 1)[0]}; listens on "
-            f"{settings.host}:{settings.port}{settings.path}"
+            f"{settings.source}: OK: {who}; policies: {names}; limits: "
+            f"{len(limits.per_caller)} per caller, {len(limits.global_)} global "
+            f"on {limits.storage.split('://', 1)[0]}; listens on "
+            f"{server.host}:{server.port}{server.path}"
         )
         del broker
         return 0
