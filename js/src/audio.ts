@@ -155,7 +155,9 @@ export class Microphone {
     const context = options.audioContext ?? new AudioContext();
     const owns = options.audioContext === undefined;
     try {
-      if (context.state === "suspended") await context.resume();
+      // Not awaited: outside a user gesture resume() waits for one, and capture can be set up
+      // meanwhile (it runs once the context does).
+      if (context.state === "suspended") void context.resume().catch(() => undefined);
       await loadWorklet(context);
       const source = context.createMediaStreamSource(stream);
       // No outputs: the node is processed anyway, and nothing reaches the speakers.

@@ -139,9 +139,9 @@ export class LiveSessionController {
   close(): void {
     const live = this.#live;
     if (live) {
-      live.close(); // its onstatechange says "closed"
       this.#live = null;
-      this.#set("closed", live.reason);
+      // Its onstatechange says "closed"; one that has failed keeps saying why.
+      if (live.state !== "closed" && live.state !== "failed") live.close();
       return;
     }
     if (this.#connecting) {

@@ -36,6 +36,7 @@ const options: TokenSourceOptions = {
 };
 const source = new TokenSource("/token", options);
 new TokenSource(new URL("https://api.example.com/token"), { headers: new Headers() });
+new TokenSource("/token", { fetch, sleep: (ms, signal) => new Promise((r) => setTimeout(r, ms, signal)) });
 
 // @ts-expect-error a misspelt option
 new TokenSource("/token", { header: { Authorization: "Bearer x" } });

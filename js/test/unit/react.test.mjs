@@ -104,6 +104,8 @@ test("a refused token: connect() resolves null, state failed with the broker's m
   assert.equal(await controller.connect(), null);
   assert.deepEqual(controller.getSnapshot(), { state: "failed", reason: "sign in first", live: null });
   assert.equal(world.sockets.length, 0);
+  controller.close(); // hanging up after a failure keeps the reason on screen
+  assert.equal(controller.getSnapshot().state, "failed");
 });
 
 test("bad options: failed with the reason, not an unhandled rejection", async () => {
@@ -201,4 +203,22 @@ test("useLiveSession's close() ends the session: state closed, live null", async
   await act(async () => {
     root.unmount();
   });
+});
+
+test("close() after the session failed on its own keeps it failed with the reason", async () => {
+  const { GoogleGenAI, world } = fakeGenAI();
+  let n = 0;
+  const ok = tokenFetch();
+  const fetch = async (...args) => {
+    n += 1;
+    if (n === 2) return Response.json({ error: { code: 403, status: "PERMISSION_DENIED", message: "the conversation's cap" } }, { status: 403 });
+    return ok(...args);
+  };
+  const controller = new LiveSessionController(new TokenSource("/token", { fetch }), { GoogleGenAI, model: "m" });
+  await controller.connect();
+  world.sockets[0].callbacks.onmessage({ goAway: { timeLeft: "1s" } });
+  await settle();
+  assert.deepEqual(controller.getSnapshot(), { state: "failed", reason: "the conversation's cap", live: null });
+  controller.close();
+  assert.equal(controller.getSnapshot().state, "failed");
 });
