@@ -26,8 +26,11 @@ const banner = `// gemini-tokens.js ${pkg.version}: ephemeral tokens from a gemi
 `;
 
 await build({
-  entryPoints: [new URL("../dist/index.js", import.meta.url).pathname],
-  outfile: new URL("../dist/gemini-tokens.js", import.meta.url).pathname,
+  // Paths (and the "// dist/x.js" comments) relative to js/, wherever this runs from: the
+  // same sources give the same file, byte for byte, which a stale-copy check relies on.
+  absWorkingDir: new URL("..", import.meta.url).pathname,
+  entryPoints: ["dist/index.js"],
+  outfile: "dist/gemini-tokens.js",
   bundle: true,
   format: "esm",
   platform: "neutral",
