@@ -3,7 +3,7 @@ as attributes, so that a service reading the settings from a file can name its o
 
 from __future__ import annotations
 
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens import ConfigurationError
 
 __all__ = ["InvalidSettingError"]
 

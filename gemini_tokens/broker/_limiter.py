@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens import ConfigurationError
 from gemini_tokens.broker._errors import InvalidSettingError
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal
 
