@@ -2,8 +2,9 @@
 
 `JWKSServer` runs an aiohttp server on its own loop in its own thread (so a ``serve``
 subprocess and in-process tests reach it alike), serving ``/.well-known/jwks.json`` from
-the keys it holds. `rotate` replaces the published keys; `requests` counts the fetches; `fail` answers 503 and
-`answer` any status and body instead of the keys (an empty set, garbage, a 500).
+the keys it holds. `rotate` replaces the published keys; `requests` counts the fetches;
+`fail` answers 503 and `answer` any status and body instead of the keys (an empty set,
+garbage, a 500).
 `IdentityProvider` makes key pairs and signs tokens, good ones and every kind of forgery.
 """
 

@@ -88,7 +88,7 @@ SURROGATES = [
     (rb'{"\ud800": 1}', "\\ud800"),
     (rb'{"config": {"\udfff": 1}}', "config.\\udfff"),
     (rb'{"config": {"speech_config": "\ud800"}}', "config.speech_config"),
-    (rb'{"config": {"temperature": 0.5, "x": [1, {"\uDBFF": "\ud800"}]}}', "config.x"),
+    (rb'{"config": {"temperature": 0.5, "x": [1, {"\uDBFF": "\ud800"}]}}', "config.x[1].\\udbff"),
     (rb'{"renew": "v1.\ud800"}', "renew"),
 ]
 
