@@ -2,7 +2,9 @@
 
 `JWKSServer` runs an aiohttp server on its own loop in its own thread (so a ``serve``
 subprocess and in-process tests reach it alike), serving ``/.well-known/jwks.json`` from
-the keys it holds. `rotate` replaces the published keys; `requests` counts the fetches.
+the keys it holds. `rotate` replaces the published keys; `requests` counts the fetches;
+`fail` answers 503 and `answer` any status and body instead of the keys (an empty set,
+garbage, a 500).
 `IdentityProvider` makes key pairs and signs tokens, good ones and every kind of forgery.
 """
 
@@ -121,6 +123,8 @@ class JWKSServer(LoopServer):
         self.keys = list(keys)
         self.requests = 0
         self.fail = False
+        #: (status, body) to answer instead of the keys, or None.
+        self.answer: tuple[int, bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -132,6 +136,9 @@ class JWKSServer(LoopServer):
         self.requests += 1
         if self.fail:
             return web.Response(status=503, text="down")
+        if self.answer is not None:
+            status, body = self.answer
+            return web.Response(status=status, body=body, content_type="application/json")
         return web.json_response({"keys": [k.jwk for k in self.keys]})
 
     async def _start(self) -> None:

@@ -150,3 +150,93 @@ def test_tls_without_trustme_fails_cleanly(tmp_path: Any) -> None:
     assert result.returncode == 2
     assert "trustme" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Ctrl-C always stops it (review #15) ----------------------------------------------------
+
+
+def _started_through(prelude: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``gemini-tokens emulator`` exec'd by a Python that first ran ``prelude``: what a
+    parent leaves to its child (ignored or blocked signals) survives the exec."""
+    code = (
+        "import os, signal, sys\n"
+        + prelude
+        + "\nos.execv(sys.executable, [sys.executable, '-m', 'gemini_tokens', 'emulator',"
+        " '--port', '0'])\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Press Ctrl-C"):
+            break
+    return process, lines
+
+
+def _interrupted(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[int, str]:
+    process.send_signal(sig)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("the emulator did not stop within 30 s of the signal") from None
+    return process.returncode, out + err
+
+
+@pytest.mark.parametrize(
+    "prelude",
+    [
+        # What a non-interactive shell does to `gemini-tokens emulator &`.
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)",
+        # A parent that spawned it from a thread with the signals blocked.
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})",
+    ],
+    ids=["sigint-ignored", "signals-blocked"],
+)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_it_whatever_its_parent_left_it(prelude: str, sig: int) -> None:
+    process, lines = _started_through(prelude)
+    assert lines[-1].startswith("Press Ctrl-C"), lines
+    code, output = _interrupted(process, sig)
+    assert code == 0, output
+    assert "Emulator stopped." in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_right_at_the_ready_line_stops_it_every_time() -> None:
+    for _ in range(20):
+        served = Served()
+        assert served.text.endswith("Press Ctrl-C to stop."), served.text
+        code, err = served.stop()  # SIGINT as soon as the line is read
+        assert code == 0, err
+        assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5])
+def test_ctrl_c_at_any_moment_of_start_up_stops_it(delay: float) -> None:
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gemini_tokens", "emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    time.sleep(delay)
+    code, output = _interrupted(process)
+    # Before the command runs (Python still starting or importing) Ctrl-C ends Python itself
+    # (1, 130 or killed by SIGINT); from then on the command stops cleanly (0). Never a hang.
+    assert code in (0, 1, 130, -signal.SIGINT), output
+    if "Press Ctrl-C" in output:
+        assert code == 0, output

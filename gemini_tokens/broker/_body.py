@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -10,10 +13,13 @@ import attrs
 from gemini_tokens.broker._http import Refusal
 from gemini_tokens.broker._types import MAX_BODY_BYTES, BrokerRequest
 
-__all__ = ["BODY_KEYS", "ParsedBody", "parse_body"]
+__all__ = ["BODY_KEYS", "ParsedBody", "parse_body", "shown"]
 
 #: The top-level keys a body may have (renewal adds its own).
 BODY_KEYS: frozenset[str] = frozenset({"config"})
+
+#: A JSON escape that decodes to half of a surrogate pair; only a body with one is walked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @attrs.frozen
@@ -34,6 +40,67 @@ def _invalid(field: str, rule: str) -> Refusal:
     return Refusal(400, "invalid", "invalid_argument", message)
 
 
+class _NotJSONNumber(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's json reads them, JSON has none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSONNumber(name)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: str) -> str:
+    """``text`` as a message may carry it: a lone surrogate as its ``\\udxxx`` escape.
+
+    A string from JSON may hold half of a surrogate pair (``"\\ud800"``), which no UTF-8
+    answer, log line or audit sink can encode.
+    """
+    if _is_unicode(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _strings(payload: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every key and string value of ``payload`` with its dotted path (keys shown safely).
+
+    Iterative: a body may nest as deep as the JSON parser allows.
+    """
+    pending: collections.deque[tuple[str, Any]] = collections.deque([("", payload)])
+    while pending:
+        path, value = pending.popleft()
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{shown(key)}" if path else shown(key)
+                yield child, key
+                pending.append((child, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+
+
+def _check_unicode(text: str, payload: dict[str, Any]) -> None:
+    """Refuse a lone surrogate anywhere in the body, naming where (before ``authorize``)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return
+    for path, value in _strings(payload):
+        if not _is_unicode(value):
+            raise _invalid(
+                path, "must be valid Unicode, not a lone surrogate (\\ud800 to \\udfff unpaired)"
+            )
+
+
 def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
@@ -50,7 +117,8 @@ def parse_body(request: BrokerRequest, keys: frozenset[str] = BODY_KEYS) -> Pars
     """Check the body's size, content type and JSON shape.
 
     An empty body is an empty request (``{}``). Otherwise it must be ``application/json``
-    (UTF-8), at most ``MAX_BODY_BYTES``, and a JSON object whose keys are in ``keys``.
+    (UTF-8), at most ``MAX_BODY_BYTES``, and a JSON object whose keys are in ``keys``, with
+    no ``NaN`` or ``Infinity`` and no lone surrogate (``"\\ud800"``) in any key or string.
 
     Raises:
         Refusal: 413, 415 or 400, naming the field.
@@ -72,11 +140,15 @@ def parse_body(request: BrokerRequest, keys: frozenset[str] = BODY_KEYS) -> Pars
             415, "invalid", "unsupported_media_type", "Content-Type: the charset must be utf-8"
         )
     try:
-        payload = json.loads(request.body.decode("utf-8"))
+        text = request.body.decode("utf-8")
+        payload = json.loads(text, parse_constant=_refuse_constant)
+    except _NotJSONNumber as exc:
+        raise _invalid("body", f"must be JSON; {exc.name} is not a JSON number") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _invalid("body", "must be JSON (UTF-8)") from None
     if not isinstance(payload, dict):
         raise _invalid("body", f"must be a JSON object, not {_json_type(payload)}")
+    _check_unicode(text, payload)
     for key in payload:
         if key not in keys:
             allowed = ", ".join(sorted(keys))

@@ -2,7 +2,8 @@
 
 A browser sends ``Origin`` with every cross-origin request and with same-origin POSTs. A POST
 whose origin is neither allowed nor the request's own host is refused before ``authorize``
-runs, so a foreign page cannot mint with a signed-in user's cookies.
+runs, so a foreign page cannot mint with a signed-in user's cookies. A POST without ``Origin``
+whose fetch metadata (``Sec-Fetch-Site``) says another site sent it is refused the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ __all__ = ["Origins"]
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _ALLOW_METHODS = "POST"
 _MAX_AGE = "600"
+#: ``Sec-Fetch-Site`` values that let a POST without ``Origin`` go on: the page's own origin,
+#: or the user (a bookmark, the address bar). ``same-site`` is another origin all the same.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
 
 def _normalize(origin: str) -> str | None:
@@ -92,10 +96,15 @@ class Origins:
         return netloc == host
 
     def permits(self, request: BrokerRequest) -> bool:
-        """Whether a POST may go on: no ``Origin``, an allowed one, or the request's own host."""
+        """Whether a POST may go on: an allowed ``Origin`` or the request's own host; or no
+        ``Origin`` and no ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``."""
         origin = request.origin
         if origin is None:
-            return True  # not a browser's cross-origin request (curl, a server, an app)
+            # Not a browser's cross-origin request (curl, a server, an app)... unless its
+            # fetch metadata says a page of another site sent it: there is no Origin to
+            # match, so that is a foreign origin (as is any value a browser never sends).
+            site = request.headers.get("sec-fetch-site")
+            return site is None or site.strip().lower() in _OWN_FETCH_SITES
         return self.is_allowed(origin) or self.is_same_host(origin, request)
 
     def response_headers(self, request: BrokerRequest) -> list[tuple[str, str]]:

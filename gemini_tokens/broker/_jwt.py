@@ -17,6 +17,7 @@ and names the caller by one claim (``sub`` by default). The rules that matter:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -202,8 +203,44 @@ class JWTSettings:
             raise InvalidSettingError("caller_claim", "must be a claim name such as 'sub'")
 
 
+class _RefreshFailed(Exception):
+    """A JWKS refresh that gave no usable key: ``kind`` for the metric, ``detail`` to log."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
+
+
+@functools.cache
+def _failed_refresh_counter() -> Any:
+    """The OpenTelemetry counter of failed JWKS refreshes, or None without the API."""
+    try:
+        from opentelemetry import metrics
+    except ImportError:  # the otel extra is optional
+        return None
+    from gemini_tokens import __version__
+
+    return metrics.get_meter("gemini_tokens", __version__).create_counter(
+        "gemini_tokens.broker.jwks.failed_refreshes",
+        unit="{refresh}",
+        description="JWKS refreshes that gave no usable key (the last good keys are kept)",
+    )
+
+
 class KeySource:
-    """The verification keys: a fixed key, or a JWKS fetched and cached."""
+    """The verification keys: a fixed key, or a JWKS fetched and cached.
+
+    A refresh that gives no usable key (the identity provider unreachable, an error
+    status, a document that is not a JWKS, a set with no key PyJWT can use, ``{"keys":
+    []}``) keeps the last good set, logs a WARNING and counts it in `failed_refreshes` (and
+    the ``gemini_tokens.broker.jwks.failed_refreshes`` metric): anyone can make the broker
+    refresh (a token with a made-up ``kid``), so a bad answer must not lock everyone out.
+
+    Attributes:
+        fetches: How many times the JWKS was fetched (for tests and logs).
+        failed_refreshes: How many of those fetches gave no usable key.
+    """
 
     def __init__(self, settings: JWTSettings, *, clock: Callable[[], float] = time.monotonic):
         self._settings = settings
@@ -214,8 +251,8 @@ class KeySource:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
-        #: How many times the JWKS was fetched (for tests and logs).
         self.fetches = 0
+        self.failed_refreshes = 0
         if settings.hmac_secret is not None:
             self._static = settings.hmac_secret
         elif settings.public_key_file is not None:
@@ -267,13 +304,40 @@ class KeySource:
         return key
 
     async def _fetch(self) -> None:
-        import aiohttp
-        import jwt
-
         url = self._settings.jwks_url
         assert url is not None
         self._attempted_at = self._clock()
         self.fetches += 1
+        try:
+            keys = await self._download(url)
+        except _RefreshFailed as failed:
+            # Keep the keys we had: the identity provider being down, or answering
+            # nonsense, must not lock out every signed-in user at once.
+            self.failed_refreshes += 1
+            logger.warning(
+                "jwt: the JWKS from %s gave no usable key (%s); keeping the %d signing "
+                "key(s) fetched before",
+                url,
+                failed.detail,
+                len(self._keys),
+            )
+            counter = _failed_refresh_counter()
+            if counter is not None:
+                counter.add(1, {"error.type": failed.kind})
+            return
+        self._keys = keys
+        self._fetched_at = self._clock()
+        logger.info("jwt: fetched %d signing keys from %s", len(keys), url)
+
+    async def _download(self, url: str) -> dict[str | None, tuple[Any, str | None]]:
+        """The usable keys of the JWKS at ``url``, by kid.
+
+        Raises:
+            _RefreshFailed: unreachable, not a 200, not a JWKS, or no usable key in it.
+        """
+        import aiohttp
+        import jwt
+
         try:
             timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT)
             async with (
@@ -281,31 +345,34 @@ class KeySource:
                 session.get(url, allow_redirects=False) as response,
             ):
                 if response.status != 200:
-                    raise ValueError(f"HTTP {response.status}")
+                    raise _RefreshFailed("http_status", f"HTTP {response.status}")
                 raw = await response.content.read(MAX_JWKS_BYTES + 1)
-                if len(raw) > MAX_JWKS_BYTES:
-                    raise ValueError("the document is over 1 MiB")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _RefreshFailed("unreachable", str(exc) or type(exc).__name__) from None
+        if len(raw) > MAX_JWKS_BYTES:
+            raise _RefreshFailed("invalid", "the document is over 1 MiB")
+        try:
             document = json.loads(raw)
-            keys: dict[str | None, tuple[Any, str | None]] = {}
-            for entry in document.get("keys", []) if isinstance(document, dict) else []:
-                if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-                    continue
-                if entry.get("kty") == "oct":
-                    continue  # a symmetric key in a public set is never trusted
-                try:
-                    jwk = jwt.PyJWK.from_dict(entry)
-                except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-                    continue  # an algorithm or curve PyJWT cannot use: skip that key
-                declared = entry.get("alg")
-                keys[entry.get("kid")] = (jwk.key, declared if isinstance(declared, str) else None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            # Keep the keys we had: the identity provider being down must not lock out
-            # every signed-in user at once.
-            logger.warning("jwt: could not fetch the JWKS from %s: %s", url, exc)
-            return
-        self._keys = keys
-        self._fetched_at = self._clock()
-        logger.info("jwt: fetched %d signing keys from %s", len(keys), url)
+        except (ValueError, RecursionError):
+            raise _RefreshFailed("invalid", "not JSON") from None
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise _RefreshFailed("invalid", 'not a JWKS (no "keys" list)')
+        keys: dict[str | None, tuple[Any, str | None]] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue
+            if entry.get("kty") == "oct":
+                continue  # a symmetric key in a public set is never trusted
+            try:
+                jwk = jwt.PyJWK.from_dict(entry)
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+                continue  # an algorithm or curve PyJWT cannot use: skip that key
+            declared = entry.get("alg")
+            keys[entry.get("kid")] = (jwk.key, declared if isinstance(declared, str) else None)
+        if not keys:
+            raise _RefreshFailed("no_usable_key", f"none of its {len(entries)} key(s) is usable")
+        return keys
 
     async def check(self) -> bool:
         """Whether keys are at hand (fetching the JWKS when none are): for readiness."""

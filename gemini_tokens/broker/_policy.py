@@ -17,16 +17,19 @@ import attrs
 from gemini_tokens import camel
 from gemini_tokens._errors import ValidationError
 from gemini_tokens._request import build_request
+from gemini_tokens.broker._body import shown
 
 __all__ = ["Choice", "Policy", "check_choices"]
 
 
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    """A finite JSON number a float can hold (not a bool, NaN, an infinity or a huge int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past the float range (JSON lets a client send 400 digits)
+        return False
 
 
 @attrs.frozen
@@ -50,6 +53,14 @@ class Choice:
             if spec[0] > spec[1]:
                 raise ValidationError(where, f"range low {spec[0]} is above high {spec[1]}")
             return cls(low=spec[0], high=spec[1])
+        if (
+            isinstance(spec, tuple)
+            and len(spec) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
+        ):
+            raise ValidationError(
+                where, "a (low, high) range must be finite numbers a float can hold"
+            )
         if isinstance(spec, (list, tuple, set, frozenset)) and not isinstance(spec, str):
             if not spec:
                 raise ValidationError(where, "must list at least one allowed value")
@@ -156,9 +167,11 @@ class Policy:
         client_may_set: Config fields the browser may choose in its request body, each with
             its allowed values: a list (``["Kore", "Puck"]``) or an inclusive range of
             numbers as a tuple (``(0.0, 1.0)``). Anything else comes from the policy.
-        max_session_minutes: With renewal on (``TokenBroker(renewal=True)``): how long one
-            conversation may run, from its first token; no token of it expires later, and
-            renewals past it are refused. None: no cap.
+        max_session_minutes: How long one conversation may run, from its first token: no
+            token expires later, whether renewal is on or not (without renewal a conversation
+            is one token, so this caps ``expire_minutes`` and
+            ``new_session_expire_minutes``); with renewal on
+            (``TokenBroker(renewal=True)``), renewals past it are refused. None: no cap.
 
     Raises:
         ValidationError: a setting that ``create()`` would refuse, named as ``policy.<field>``
@@ -187,8 +200,16 @@ class Policy:
                 self._check({**self.config, field: value}, chosen=field)
 
     def _check(self, config: dict[str, Any], chosen: str | None = None) -> None:
+        options = self.create_options(config)
+        # The times as given, too: a lifetime create() refuses is an error even when
+        # max_session_minutes would cap it.
+        options["expire_minutes"] = self.expire_minutes
+        if _is_number(self.expire_minutes) and _is_number(self.new_session_expire_minutes):
+            options["new_session_expire_minutes"] = min(
+                self.new_session_expire_minutes, self.expire_minutes
+            )
         try:
-            build_request(**self.create_options(config))
+            build_request(**options)
         except ValidationError as exc:
             field = exc.field.replace("live_connect_constraints.", "", 1)
             if chosen is not None and field.startswith(f"config.{chosen}"):
@@ -198,10 +219,18 @@ class Policy:
     def create_options(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The keyword arguments of ``AsyncClient.create`` for a token with ``config``.
 
+        The times are capped at ``max_session_minutes``: a token starts a conversation.
+
         Args:
             config: The config to lock (default: the policy's own, with no client choices).
         """
         config = self.config if config is None else config
+        expire, new_session = self.expire_minutes, self.new_session_expire_minutes
+        cap = self.max_session_minutes
+        if cap is not None and _is_number(expire) and cap < expire:
+            expire = cap  # a token is a conversation's first: it never outlives the cap
+        if _is_number(new_session) and _is_number(expire):
+            new_session = min(new_session, expire)
         constraints: dict[str, Any] | None = None
         if self.model is not None or config:
             constraints = {}
@@ -211,10 +240,8 @@ class Policy:
                 constraints["config"] = dict(config)
         return {
             "uses": self.uses,
-            "expire_minutes": self.expire_minutes,
-            "new_session_expire_minutes": min(self.new_session_expire_minutes, self.expire_minutes)
-            if _is_number(self.new_session_expire_minutes) and _is_number(self.expire_minutes)
-            else self.new_session_expire_minutes,
+            "expire_minutes": expire,
+            "new_session_expire_minutes": new_session,
             "live_connect_constraints": constraints,
             "lock_additional_fields": (
                 None if self.lock_additional_fields is None else list(self.lock_additional_fields)
@@ -242,15 +269,14 @@ def check_choices(policy: Policy, config: Any) -> dict[str, Any]:
     chosen: dict[str, Any] = {}
     for key, value in config.items():
         field = policy.field_for(key)
+        where = f"config.{shown(key)}"  # a lone surrogate in a key cannot be encoded
         if field is None:
             allowed = ", ".join(policy.client_may_set) or "none"
-            raise ValidationError(
-                f"config.{key}", f"may not be set by the client (allowed: {allowed})"
-            )
+            raise ValidationError(where, f"may not be set by the client (allowed: {allowed})")
         if field in chosen:
-            raise ValidationError(f"config.{key}", "is given twice (snake_case and camelCase)")
+            raise ValidationError(where, "is given twice (snake_case and camelCase)")
         choice = policy.client_may_set[field]
-        if not choice.allows(value):
-            raise ValidationError(f"config.{key}", choice.rule())
+        if not choice.allows(value):  # any number: a 400-digit int is out of range, not a 500
+            raise ValidationError(where, choice.rule())
         chosen[field] = value
     return chosen

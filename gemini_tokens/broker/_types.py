@@ -130,6 +130,10 @@ class BrokerRequest:
         return {name: morsel.value for name, morsel in jar.items()}
 
 
+def _body_repr(body: bytes) -> str:
+    return f"<{len(body)} bytes>"
+
+
 @attrs.frozen(kw_only=True)
 class BrokerResponse:
     """The broker's answer, for an adapter to write out as it is.
@@ -137,12 +141,13 @@ class BrokerResponse:
     Attributes:
         status: The HTTP status code.
         headers: ``(name, value)`` pairs, in order.
-        body: The body bytes (JSON for every answer of the token endpoint).
+        body: The body bytes (JSON for every answer of the token endpoint). Its repr shows
+            only its length: a minted answer holds the token name and the session.
     """
 
     status: int
     headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
+    body: bytes = attrs.field(default=b"", repr=_body_repr)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""

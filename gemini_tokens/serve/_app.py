@@ -231,7 +231,6 @@ def _access_log(request: web.Request, status: int, started: float) -> None:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "remote": request.remote,
-                "user_agent": request.headers.get("User-Agent", "")[:200],
             },
             separators=(",", ":"),
         ),

@@ -1,4 +1,14 @@
-"""``gemini-tokens emulator``: serve the emulator until Ctrl-C."""
+"""``gemini-tokens emulator``: serve the emulator until Ctrl-C (SIGINT) or SIGTERM.
+
+Both signals are the command's own from the moment it runs, whatever its parent left it:
+a shell runs ``gemini-tokens emulator &`` with SIGINT ignored, and a parent may start it
+with signals blocked; Python then never installs its Ctrl-C handler, ``asyncio.run`` adds
+none either, and SIGINT did nothing at all. `serve` unblocks both and makes them raise
+`KeyboardInterrupt` until the event loop runs; `_serve` then hands both to the loop
+(`loop.add_signal_handler`) before the emulator starts, so a signal at any later moment,
+the ready line's included, just sets the event the command waits on: no task is cancelled
+half-way through start-up or clean-up.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +16,15 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from gemini_tokens.testing._core import ConfigurationError
 
 __all__ = ["serve"]
+
+#: The signals that stop the emulator.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _tls_lines(ca_file: str) -> str:
@@ -21,11 +36,43 @@ def _tls_lines(ca_file: str) -> str:
     )
 
 
+def _nothing() -> None:
+    pass
+
+
+def _take_stop_signals() -> Callable[[], None]:
+    """Make SIGINT and SIGTERM reach this process and raise `KeyboardInterrupt`, whatever
+    was inherited (ignored, blocked); returns what puts the old state back."""
+    if threading.current_thread() is not threading.main_thread():
+        return _nothing  # only the main thread may set handlers: serve() in a thread
+    mask: set[int | signal.Signals] | None = None
+    if hasattr(signal, "pthread_sigmask"):  # not on Windows
+        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    # default_int_handler: asyncio.run sees Python's own Ctrl-C handler and adds its own.
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in _STOP_SIGNALS}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    return restore
+
+
 async def _serve(
     host: str, port: int, api_key: str | None, tls: bool, count_resumption_as_use: bool
 ) -> None:
     from gemini_tokens.testing._emulator import Emulator
 
+    # The signals go to the loop before anything can take a while: one that comes during
+    # start-up stops the emulator as soon as it is up, and never cancels start() midway.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
     async with Emulator(
         host=host,
         port=port,
@@ -33,9 +80,6 @@ async def _serve(
         tls=tls,
         count_resumption_as_use=count_resumption_as_use,
     ) as emu:
-        stop = asyncio.Event()
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         example = emu.live_url("auth_tokens/NAME").replace("auth_tokens%2FNAME", "<token name>")
         print(
             f"Gemini token service and Live API emulator on {emu.base_url}\n"
@@ -76,9 +120,11 @@ def serve(
             path is printed with the ``NODE_EXTRA_CA_CERTS`` and ``SSL_CERT_FILE`` lines.
         count_resumption_as_use: Count resuming a session as a use of its token.
     """
+    restore = _nothing
     try:
+        restore = _take_stop_signals()
         asyncio.run(_serve(host, port, api_key, tls, count_resumption_as_use))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a signal before the loop took them over
         pass
     except ConfigurationError as exc:
         print(f"gemini-tokens: error: {exc}", file=sys.stderr)
@@ -88,5 +134,7 @@ def serve(
             f"gemini-tokens: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+    finally:
+        restore()
     print("Emulator stopped.", flush=True)
     return 0
