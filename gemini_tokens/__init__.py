@@ -223,6 +223,7 @@ __all__ = [
     "__version__",
     "acreate",
     "camel",
+    "check_create_options",
     "close_default_client",
     "create",
     "is_loopback_host",
@@ -252,6 +253,39 @@ def close_default_client() -> None:
         client, _default = _default, None
     if client is not None:
         client.close()
+
+
+def check_create_options(
+    *,
+    uses: int = 1,
+    expire_minutes: float | None = None,
+    expire_time: dt.datetime | None = None,
+    new_session_expire_minutes: float | None = None,
+    new_session_expire_time: dt.datetime | None = None,
+    live_connect_constraints: LiveConnectConstraints | Mapping[str, Any] | None = None,
+    lock_additional_fields: Sequence[str] | None = None,
+) -> None:
+    """Check ``create()``'s token options by its rules, without sending anything.
+
+    For options chosen once and used for many tokens (a server's policy read at start-up),
+    so that a mistake fails there rather than on the first request. The broker's `Policy`
+    is checked with it.
+
+    Raises:
+        ValidationError: naming the option (a dotted path inside
+            ``live_connect_constraints``) and the rule it breaks.
+    """
+    from gemini_tokens._request import build_request  # cattrs on first use, not at import
+
+    build_request(
+        uses=uses,
+        expire_minutes=expire_minutes,
+        expire_time=expire_time,
+        new_session_expire_minutes=new_session_expire_minutes,
+        new_session_expire_time=new_session_expire_time,
+        live_connect_constraints=live_connect_constraints,
+        lock_additional_fields=lock_additional_fields,
+    )
 
 
 def create(

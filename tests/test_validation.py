@@ -340,3 +340,16 @@ async def test_lists_are_never_expanded_in_the_mask(server: RecordingServer) -> 
             lock_additional_fields=[],
         )
     assert set(server.last_body["fieldMask"].split(",")) == {"model", "tools"}
+
+
+def test_check_create_options_is_create_s_validation_without_sending() -> None:
+    """The public check a server runs at start-up: create()'s rules, nothing sent."""
+    gemini_tokens.check_create_options(uses=3, live_connect_constraints={"model": "m"})
+    with pytest.raises(gemini_tokens.ValidationError, match=r"^uses: must be 0"):
+        gemini_tokens.check_create_options(uses=-1)
+    with pytest.raises(
+        gemini_tokens.ValidationError, match=r"live_connect_constraints\.config\.temprature"
+    ):
+        gemini_tokens.check_create_options(
+            live_connect_constraints={"model": "m", "config": {"temprature": 1}}
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable
 
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens import ConfigurationError
 from gemini_tokens.broker._types import BrokerRequest
 
 __all__ = ["Origins"]

@@ -27,8 +27,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from gemini_tokens import is_loopback_host
-from gemini_tokens._errors import ConfigurationError
+from gemini_tokens import ConfigurationError, is_loopback_host
 from gemini_tokens.broker._errors import InvalidSettingError
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """`Policy`: what a token is locked to, and which choices the browser may make.
 
 The policy is checked once, when it is made, against the same rules as ``create()``
-(`gemini_tokens._request.build_request`), so a policy the library would refuse never
+(`gemini_tokens.check_create_options`), so a policy the library would refuse never
 reaches a request. `check_choices` validates a request's ``config`` against it.
 """
 
@@ -14,9 +14,7 @@ from typing import Any
 
 import attrs
 
-from gemini_tokens import camel
-from gemini_tokens._errors import ValidationError
-from gemini_tokens._request import build_request
+from gemini_tokens import ValidationError, camel, check_create_options
 from gemini_tokens.broker._body import shown
 
 __all__ = ["Choice", "Policy", "check_choices"]
@@ -209,7 +207,7 @@ class Policy:
                 self.new_session_expire_minutes, self.expire_minutes
             )
         try:
-            build_request(**options)
+            check_create_options(**options)
         except ValidationError as exc:
             field = exc.field.replace("live_connect_constraints.", "", 1)
             if chosen is not None and field.startswith(f"config.{chosen}"):
