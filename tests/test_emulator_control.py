@@ -330,3 +330,9 @@ async def test_the_peer_is_the_sockets_not_a_forwarding_header() -> None:
     response = await serve_control(state, request, "/_emulator/go-away")
     assert response.status == 403
     assert sock.told == []
+
+
+def test_the_default_time_left_is_checked_without_go_away_after() -> None:
+    # It is also the control route's default timeLeft, so it is checked on its own.
+    with pytest.raises(ValueError, match="go_away_time_left must be a non-negative number"):
+        Emulator(go_away_time_left=-1)
