@@ -206,9 +206,9 @@ def _closed(ws: Any) -> tuple[int, str]:
 
 
 def test_go_away_after_flag_sends_every_session_go_away() -> None:
-    served = Served("--go-away-after", "0.5", "--go-away-time-left", "1")
+    served = Served("--go-away-after", "1", "--go-away-time-left", "1")
     try:
-        assert "goAway 0.5 s after setupComplete (--go-away-after), then closes 1 s later" in (
+        assert "goAway 1 s after setupComplete (--go-away-after), then closes 1 s later" in (
             served.text
         )
         base_url = served.exported("GEMINI_BASE_URL")
@@ -216,9 +216,10 @@ def test_go_away_after_flag_sends_every_session_go_away() -> None:
             opened = time.monotonic()
             assert json.loads(ws.recv(timeout=5)) == {"goAway": {"timeLeft": "1s"}}
             told = time.monotonic()
-            assert told - opened >= 0.4
+            # Margins for a loaded machine: each instant is read a little after the fact.
+            assert told - opened >= 0.5
             assert _closed(ws) == (1011, DEADLINE)
-            assert time.monotonic() - told >= 0.9
+            assert time.monotonic() - told >= 0.5
     finally:
         code, err = served.stop()
     assert code == 0, err
