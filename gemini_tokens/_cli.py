@@ -91,6 +91,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    value = _number(text, "a number of seconds, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more; got {text}")
+    return value
+
+
 def _retries(text: str) -> int:
     value = _whole(text)
     if value < 0:
@@ -212,6 +219,19 @@ def _add_emulator(commands: Any) -> None:
     emulator.add_argument("--tls", action="store_true", help="serve https/wss with a new CA")
     emulator.add_argument(
         "--count-resumption-as-use", action="store_true", help="resuming uses up a token use"
+    )
+    emulator.add_argument(
+        "--go-away-after",
+        type=_seconds_or_zero,
+        metavar="S",
+        help="send every Live session goAway S seconds after setupComplete (default: never)",
+    )
+    emulator.add_argument(
+        "--go-away-time-left",
+        type=_seconds_or_zero,
+        default=5.0,
+        metavar="S",
+        help="the timeLeft goAway announces, then the socket closes (default 5)",
     )
     emulator.set_defaults(handler=_cmd_emulator)
 
@@ -383,6 +403,8 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         tls=args.tls,
         count_resumption_as_use=args.count_resumption_as_use,
+        go_away_after=args.go_away_after,
+        go_away_time_left=args.go_away_time_left,
     )
 
 

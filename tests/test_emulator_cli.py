@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -240,3 +243,147 @@ def test_ctrl_c_at_any_moment_of_start_up_stops_it(delay: float) -> None:
     assert code in (0, 1, 130, -signal.SIGINT), output
     if "Press Ctrl-C" in output:
         assert code == 0, output
+
+
+# -- goAway from the shell: --go-away-after and the loopback-only control routes -------------
+
+DEADLINE = "Deadline expired before operation could complete."
+
+
+@contextlib.contextmanager
+def _open_session(base_url: str, api_key: str) -> Iterator[Any]:
+    """A Live session on a fresh token, past its ``setupComplete`` (a websockets socket)."""
+    from websockets.sync.client import connect
+
+    from gemini_tokens import Client
+
+    with Client(api_key, base_url=base_url) as client:
+        token = client.create(uses=1, live_connect_constraints={"model": MODEL})
+    with connect(token.live_url()) as ws:
+        ws.send(json.dumps({"setup": {"model": MODEL}}))
+        assert "setupComplete" in json.loads(ws.recv(timeout=5))
+        yield ws
+
+
+def _control(base_url: str, method: str, route: str, body: Any = None) -> tuple[int, str]:
+    """Call a control route with the standard library, as any language's client would."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{base_url}/_emulator/{route}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _closed(ws: Any) -> tuple[int, str]:
+    """The close code and reason the emulator sent (the socket must close next)."""
+    from websockets.exceptions import ConnectionClosed
+
+    with pytest.raises(ConnectionClosed) as info:
+        ws.recv(timeout=5)
+    received = info.value.rcvd
+    assert received is not None
+    return received.code, received.reason
+
+
+def test_go_away_after_flag_sends_every_session_go_away() -> None:
+    served = Served("--go-away-after", "1", "--go-away-time-left", "1")
+    try:
+        assert "goAway 1 s after setupComplete (--go-away-after), then closes 1 s later" in (
+            served.text
+        )
+        base_url = served.exported("GEMINI_BASE_URL")
+        with _open_session(base_url, served.exported("GEMINI_API_KEY")) as ws:
+            opened = time.monotonic()
+            assert json.loads(ws.recv(timeout=5)) == {"goAway": {"timeLeft": "1s"}}
+            told = time.monotonic()
+            # Margins for a loaded machine: each instant is read a little after the fact.
+            assert told - opened >= 0.5
+            assert _closed(ws) == (1011, DEADLINE)
+            assert time.monotonic() - told >= 0.5
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+
+
+def test_without_the_flag_no_session_is_told_to_go_away() -> None:
+    served = Served()
+    try:
+        assert "--go-away-after" not in served.text
+        base_url = served.exported("GEMINI_BASE_URL")
+        api_key = served.exported("GEMINI_API_KEY")
+        with _open_session(base_url, api_key) as ws, pytest.raises(TimeoutError):
+            ws.recv(timeout=1)
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "shown"),
+    [
+        ("--go-away-after", "-1", "-1"),
+        ("--go-away-after", "soon", "'soon'"),
+        ("--go-away-after", "nan", "'nan'"),
+        ("--go-away-time-left", "-0.5", "-0.5"),
+        ("--go-away-time-left", "inf", "'inf'"),
+    ],
+)
+def test_go_away_flags_are_refused_before_anything_starts(
+    flag: str, value: str, shown: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gemini_tokens", "emulator", "--port", "0", f"{flag}={value}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"gemini-tokens emulator: error: {flag}: must be a number of seconds, 0 or more; "
+        f"got {shown}"
+    )
+    assert result.stdout == ""  # nothing was served
+    assert "Traceback" not in result.stderr
+
+
+def test_control_route_sends_go_away_to_open_sessions() -> None:
+    served = Served("--go-away-time-left", "0.3")
+    try:
+        base_url = served.exported("GEMINI_BASE_URL")
+        assert f"curl -X POST {base_url}/_emulator/go-away" in served.text
+        api_key = served.exported("GEMINI_API_KEY")
+        with contextlib.ExitStack() as stack:
+            sockets = [stack.enter_context(_open_session(base_url, api_key)) for _ in range(2)]
+            status, text = _control(base_url, "GET", "sessions")
+            assert (status, json.loads(text)) == (200, {"open": 2, "served": 2})
+
+            status, text = _control(base_url, "POST", "go-away")  # timeLeft: the flag's 0.3 s
+
+            assert (status, json.loads(text)) == (200, {"sessions": 2})
+            for ws in sockets:
+                assert json.loads(ws.recv(timeout=5)) == {"goAway": {"timeLeft": "0.3s"}}
+                assert _closed(ws) == (1011, DEADLINE)
+        assert json.loads(_control(base_url, "GET", "sessions")[1]) == {"open": 0, "served": 2}
+        # The next session, planned: goAway right after its setupComplete.
+        status, text = _control(base_url, "POST", "go-away-next", {"timeLeft": 2, "after": 0})
+        assert (status, json.loads(text)) == (200, {"planned": 1})
+        with _open_session(base_url, api_key) as ws:
+            assert json.loads(ws.recv(timeout=5)) == {"goAway": {"timeLeft": "2s"}}
+        status, text = _control(base_url, "POST", "go-away", {"timeLeft": -1})
+        assert status == 400
+        assert "timeLeft: must be a non-negative number of seconds" in text
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+    assert "auth_tokens" not in err

@@ -61,8 +61,30 @@ def _take_stop_signals() -> Callable[[], None]:
     return restore
 
 
+def _go_away_lines(
+    base_url: str, after: float | None, time_left: float, ca_file: str | None
+) -> str:
+    every = (
+        f"Every Live session gets goAway {after:g} s after setupComplete (--go-away-after), "
+        f"then closes {time_left:g} s later.\n"
+        if after is not None
+        else ""
+    )
+    curl = f"curl --cacert {ca_file}" if ca_file else "curl"
+    return every + (
+        "Test controls (loopback only), e.g. goAway to every open Live session now:\n"
+        f"  {curl} -X POST {base_url}/_emulator/go-away\n"
+    )
+
+
 async def _serve(
-    host: str, port: int, api_key: str | None, tls: bool, count_resumption_as_use: bool
+    host: str,
+    port: int,
+    api_key: str | None,
+    tls: bool,
+    count_resumption_as_use: bool,
+    go_away_after: float | None = None,
+    go_away_time_left: float = 5.0,
 ) -> None:
     from gemini_tokens.testing._emulator import Emulator
 
@@ -79,6 +101,8 @@ async def _serve(
         api_key=api_key,
         tls=tls,
         count_resumption_as_use=count_resumption_as_use,
+        go_away_after=go_away_after,
+        go_away_time_left=go_away_time_left,
     ) as emu:
         example = emu.live_url("auth_tokens/NAME").replace("auth_tokens%2FNAME", "<token name>")
         print(
@@ -94,6 +118,9 @@ async def _serve(
                 if count_resumption_as_use
                 else ""
             )
+            + _go_away_lines(
+                emu.base_url, go_away_after, go_away_time_left, emu.ca_file if tls else None
+            )
             + "Press Ctrl-C to stop.",
             flush=True,
         )
@@ -107,6 +134,8 @@ def serve(
     *,
     tls: bool = False,
     count_resumption_as_use: bool = False,
+    go_away_after: float | None = None,
+    go_away_time_left: float = 5.0,
 ) -> int:
     """Serve the emulator on ``host:port`` until Ctrl-C (or SIGTERM); returns the exit status.
 
@@ -119,11 +148,27 @@ def serve(
         tls: Serve https and wss with a throwaway CA (needs ``trustme``); the CA's PEM file
             path is printed with the ``NODE_EXTRA_CA_CERTS`` and ``SSL_CERT_FILE`` lines.
         count_resumption_as_use: Count resuming a session as a use of its token.
+        go_away_after: Send every Live session ``goAway`` this many seconds after its
+            ``setupComplete``; None never does.
+        go_away_time_left: The ``timeLeft`` those ``goAway`` messages (and the control
+            route's, by default) announce, in seconds.
+
+    The loopback-only test controls (``/_emulator/...``) are printed with a ``curl`` line.
     """
     restore = _nothing
     try:
         restore = _take_stop_signals()
-        asyncio.run(_serve(host, port, api_key, tls, count_resumption_as_use))
+        asyncio.run(
+            _serve(
+                host,
+                port,
+                api_key,
+                tls,
+                count_resumption_as_use,
+                go_away_after,
+                go_away_time_left,
+            )
+        )
     except KeyboardInterrupt:  # a signal before the loop took them over
         pass
     except ConfigurationError as exc:

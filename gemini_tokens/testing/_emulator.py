@@ -87,6 +87,11 @@ class Emulator:
       with one restores the conversation (later replies tell the earlier turns) and is
       refused (1011) while the old socket is open. It sends ``goAway {timeLeft}`` and then
       closes (1011) when told: `go_away`, `go_away_next` or ``go_away_after``.
+    - Test controls for callers on loopback only, so that a test in another language can
+      do the same (``gemini-tokens emulator`` serves them too): ``POST /_emulator/go-away``
+      (`go_away`), ``POST /_emulator/go-away-next`` (`go_away_next`) and
+      ``GET /_emulator/sessions`` (how many are open). Not the service's, not recorded in
+      `requests`, untouched by faults; a caller that is not on loopback gets 403.
 
     Args:
         api_key: The key it accepts. Default: a random one (see `api_key`).
@@ -102,6 +107,7 @@ class Emulator:
             ``setupComplete``; None (the default) never does. See `go_away`.
         go_away_time_left: The ``timeLeft`` those ``goAway`` messages announce, in seconds:
             the socket is closed (1011) that long after, unless the client closed it first.
+            Also the ``timeLeft`` of a ``/_emulator/go-away`` request that names none.
     """
 
     def __init__(
@@ -118,12 +124,10 @@ class Emulator:
     ) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
             raise ConfigurationError("api_key must be a non-empty string")
+        time_left = _seconds(go_away_time_left, "go_away_time_left")
         plan = None
         if go_away_after is not None:
-            plan = GoAwayPlan(
-                _seconds(go_away_after, "go_away_after"),
-                _seconds(go_away_time_left, "go_away_time_left"),
-            )
+            plan = GoAwayPlan(_seconds(go_away_after, "go_away_after"), time_left)
         self._host = host
         self._port = port
         self._tls = tls
@@ -132,6 +136,7 @@ class Emulator:
             clock=clock if clock is not None else Clock(),
             count_resumption_as_use=count_resumption_as_use,
             go_away=plan,
+            go_away_time_left=time_left,
         )
         self._requests: list[RecordedRequest] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -435,8 +440,7 @@ class Emulator:
         plan = GoAwayPlan(_seconds(after, "after"), _seconds(time_left, "time_left"))
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError("times must be a positive integer")
-        with self._state.lock:
-            self._state.planned.extend([plan] * times)
+        self._state.plan_go_away(plan, times)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -446,6 +450,11 @@ class Emulator:
 
         # SDKs build "//ws/..." from a base URL ending in a slash; the service tolerates it.
         path = re.sub(r"/{2,}", "/", request.path)
+        if path.startswith("/_emulator/"):
+            from gemini_tokens.testing._control import serve_control
+
+            # Test control, not traffic: neither recorded nor touched by faults.
+            return await serve_control(self._state, request, path)
         raw = await request.read() if request.body_exists else b""
         try:
             body = json.loads(raw) if raw.strip() else None

@@ -58,8 +58,8 @@ class LiveSocket(Protocol):
     def closed(self) -> bool:
         """Whether the socket is closed."""
 
-    def go_away(self, time_left: float) -> None:
-        """Send ``goAway`` now and close the socket ``time_left`` seconds later."""
+    def go_away(self, time_left: float, after: float = 0.0) -> None:
+        """Send ``goAway`` ``after`` seconds from now; close the socket ``time_left`` later."""
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket with a code and reason."""
@@ -74,12 +74,15 @@ class EmulatorState:
         clock: The clock token times are checked against.
         count_resumption_as_use: Whether resuming a session counts as a use of its token.
         go_away: The goAway plan for every session, or None.
+        go_away_time_left: The ``timeLeft`` a control request's ``goAway`` announces when it
+            names none (the emulator's ``go_away_time_left``).
     """
 
     api_key: str
     clock: Clock
     count_resumption_as_use: bool = False
     go_away: GoAwayPlan | None = None
+    go_away_time_left: float = 5.0
     tokens: dict[str, IssuedToken] = attrs.field(factory=dict)
     sessions: list[LiveSession] = attrs.field(factory=list)
     sockets: set[LiveSocket] = attrs.field(factory=set)
@@ -103,6 +106,11 @@ class EmulatorState:
             if self.planned:
                 return self.planned.popleft()
         return self.go_away
+
+    def plan_go_away(self, plan: GoAwayPlan, times: int) -> None:
+        """Plan ``plan`` for each of the next ``times`` sessions to open, after those planned."""
+        with self.lock:
+            self.planned.extend([plan] * times)
 
     def open_sockets(self, session: LiveSession | None = None) -> list[LiveSocket]:
         """The accepted sockets still open (only ``session``'s when given)."""
