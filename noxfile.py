@@ -1,6 +1,6 @@
-"""Developer tasks: ``nox -s tests lint typecheck docs build bench``.
+"""Developer tasks: ``nox -s tests lint typecheck docs build js bench``.
 
-Sessions other than ``tests`` run on the Python that runs nox.
+Sessions other than ``tests`` run on the Python that runs nox; ``js`` runs npm.
 """
 
 from __future__ import annotations
@@ -84,6 +84,21 @@ def build(session: nox.Session) -> None:
             )  # fmt: skip
     finally:
         shutil.rmtree(far, ignore_errors=True)
+
+
+@nox.session(python=False)
+def js(session: nox.Session) -> None:
+    """The npm package in js/: install, build, unit and type tests, size budgets, pack check.
+
+    As .ci/run does; needs Node.js and npm (no virtualenv). Then ``python tools/build_js.py``
+    copies the bundle into the Python package, if it changed.
+    """
+    if shutil.which("npm") is None:
+        session.error("needs Node.js and npm on PATH")
+    with session.chdir(ROOT / "js"):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        for script in ("build", "test", "size", "pack:check"):
+            session.run("npm", "run", script, external=True)
 
 
 @nox.session

@@ -62,8 +62,8 @@ __all__ = [
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 #: The ``google.rpc.Code`` name of an HTTP status (code.proto's HTTP mapping, read
 #: backwards), for the error answers made on this side: the broker's and the emulator's.
-#: The browser helper (``broker/static/gemini-tokens.js``) has the one copy a browser can
-#: read; tests/test_one_copy.py holds it equal to this one.
+#: The npm package (``js/src/errors.ts``, built into ``broker/static/gemini-tokens.js``) has
+#: the one copy a browser can read; tests/test_one_copy.py holds both equal to this one.
 STATUS_NAMES: Mapping[int, str] = types.MappingProxyType(
     {
         400: "INVALID_ARGUMENT",

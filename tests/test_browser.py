@@ -2,14 +2,16 @@
 
 1. The browser client in examples/browser/, served by the aiohttp recipe: the page opens the
    Live WebSocket on the emulator with ``access_token=``.
-2. The helper gemini_tokens/broker/static/gemini-tokens.js (#15): tests/browser/page.js is
+2. The helper gemini_tokens/broker/static/gemini-tokens.js (#15; the build of the npm package
+   in js/, copied by tools/build_js.py): tests/browser/page.js is
    bundled by esbuild with the real ``@google/genai`` from npm, served by a broker app (the
    aiohttp adapter, renewal on) with the emulator upstream, and driven through Playwright:
    connect, a text turn, a ``goAway`` that forces a renewal and a resume that keeps the
    conversation, the cap stopping a renewal, a revoked sign-in (401) stopping retries, and a
    503 from the broker retried after ``Retry-After``. A screenshot of each state goes to the
    test's tmp_path.
-3. The helper's unit tests in Node (``node --test tests/browser/``).
+3. The npm package's unit tests (js/test/unit/rules.mjs) on the shipped helper, in Node
+   (``node --test tests/browser/``).
 
 Needs Debian's chromium (``apt-get install chromium``), the ``playwright`` Python package (it
 drives the system Chromium; no browser download), Node.js and ``npm ci`` in the checkout.
@@ -71,6 +73,8 @@ NO_CHROMIUM = (
     "(.ci/run does) or set CHROMIUM=/path/to/chromium"
 )
 NO_NODE = "needs Node.js (apt-get install nodejs npm)"
+#: The npm package's rules, which tests/browser/gemini-tokens.test.mjs runs on the helper.
+RULES = ROOT / "js" / "test" / "unit" / "rules.mjs"
 NO_MODULES = (
     "needs @google/genai and esbuild in node_modules/: apt-get install nodejs npm, "
     "then `npm ci` in the checkout"
@@ -391,6 +395,7 @@ async def test_a_503_from_the_broker_is_retried_after_retry_after(
 
 
 @needs_node
+@pytest.mark.skipif(not RULES.exists(), reason="needs js/ (a checkout, not an sdist)")
 def test_the_helper_unit_tests_pass_in_node() -> None:
     done = subprocess.run(
         [str(NODE), "--test", "tests/browser/gemini-tokens.test.mjs"],
@@ -403,4 +408,4 @@ def test_the_helper_unit_tests_pass_in_node() -> None:
     assert "# fail 0" in done.stdout
     passed = re.search(r"^# pass (\d+)$", done.stdout, re.M)
     assert passed is not None
-    assert int(passed.group(1)) >= 31  # all of tests/browser/gemini-tokens.test.mjs ran
+    assert int(passed.group(1)) >= 33  # all of js/test/unit/rules.mjs ran

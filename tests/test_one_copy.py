@@ -1,8 +1,9 @@
 """One copy of each fact: google.rpc status names, camelCase, the loopback rule.
 
 The broker, the emulator, the command line and the browser helper use the core's one copy;
-these tests hold them to it (and hold the browser helper's copy, the one a browser can
-read, equal to the Python one).
+these tests hold them to it (and hold the browser's copy equal to the Python one: its source
+in the npm package, js/src/errors.ts, and the build of it the broker serves,
+gemini_tokens/broker/static/gemini-tokens.js).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from gemini_tokens.broker._static import client_js
 from gemini_tokens.testing._http_answers import status_body
 
 PACKAGE = pathlib.Path(gemini_tokens.__file__).resolve().parent
+#: The browser's table in the npm package's source (absent from an sdist).
+JS_ERRORS = PACKAGE.parent / "js" / "src" / "errors.ts"
 #: google.rpc.Code's names (code.proto).
 RPC_CODES = frozenset(
     {
@@ -57,12 +60,20 @@ RPC_CODES = frozenset(
 
 
 def _js_status_names(source: str) -> dict[int, str]:
-    """The browser helper's ``STATUS_NAMES`` table, every line of it read."""
-    block = re.search(r"^const STATUS_NAMES = \{\n(.*?)^\};", source, re.M | re.S)
-    assert block is not None, "gemini-tokens.js has no `const STATUS_NAMES = {...};`"
+    """The ``STATUS_NAMES`` table of the browser's code, every line of it read.
+
+    In the TypeScript source (``export const STATUS_NAMES: ... = Object.freeze({``) or in the
+    bundle esbuild makes of it (``var STATUS_NAMES = Object.freeze({``).
+    """
+    block = re.search(
+        r"^(?:export const|var) STATUS_NAMES\b[^=\n]*= Object\.freeze\(\{\n(.*?)^\}\);",
+        source,
+        re.M | re.S,
+    )
+    assert block is not None, "no `STATUS_NAMES = Object.freeze({...});`"
     table: dict[int, str] = {}
     for line in block.group(1).splitlines():
-        entry = re.fullmatch(r'\s*(\d{3}): "([A-Z_]+)",', line)
+        entry = re.fullmatch(r'\s*(\d{3}): "([A-Z_]+)",?', line)
         assert entry is not None, f'not a `code: "NAME",` line: {line!r}'
         code = int(entry.group(1))
         assert code not in table, f"{code} is named twice"
@@ -74,9 +85,19 @@ def test_the_browser_helper_names_statuses_as_the_package_does() -> None:
     assert _js_status_names(client_js().decode()) == dict(STATUS_NAMES)
 
 
-def test_the_js_table_reader_sees_a_difference() -> None:
-    source = client_js().decode().replace('405: "UNIMPLEMENTED"', '405: "METHOD_NOT_ALLOWED"')
-    assert _js_status_names(source) != dict(STATUS_NAMES)
+@pytest.mark.skipif(not JS_ERRORS.exists(), reason="needs js/ (a checkout, not an sdist)")
+def test_the_npm_package_names_statuses_as_the_package_does() -> None:
+    assert _js_status_names(JS_ERRORS.read_text(encoding="utf-8")) == dict(STATUS_NAMES)
+
+
+@pytest.mark.parametrize("source", ["shipped", "npm"])
+def test_the_js_table_reader_sees_a_difference(source: str) -> None:
+    if source == "npm" and not JS_ERRORS.exists():
+        pytest.skip("needs js/ (a checkout, not an sdist)")
+    text = client_js().decode() if source == "shipped" else JS_ERRORS.read_text(encoding="utf-8")
+    changed = text.replace('405: "UNIMPLEMENTED"', '405: "METHOD_NOT_ALLOWED"')
+    assert changed != text
+    assert _js_status_names(changed) != dict(STATUS_NAMES)
 
 
 #: A body-less answer of each status, through the helper's TokenSource; prints each code.

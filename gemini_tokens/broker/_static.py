@@ -1,7 +1,9 @@
 """``<token path>/client.js``: the browser helper, served next to the token endpoint.
 
 The file is ``gemini_tokens/broker/static/gemini-tokens.js`` (shipped in the wheel), a
-dependency-free ES module. It is answered with a JavaScript content type, an ``ETag`` (a
+dependency-free ES module: the single-file build of the npm package ``gemini-tokens``'s main
+entry (``js/`` in the repository), copied by ``tools/build_js.py`` and held to that build by
+``tests/test_js_package.py``. It is answered with a JavaScript content type, an ``ETag`` (a
 ``304`` for a matching ``If-None-Match``) and ``Cache-Control: public, max-age=3600``, and
 with the CORS headers of the broker's allowed origins, since a module script from another
 origin is fetched in CORS mode.
