@@ -85,3 +85,43 @@ def test_an_abandoned_request_mints_nothing_and_is_audited(kind: str) -> None:
     assert all(d["token_id"] is None and d["caller_id"] is None for d in incomplete)
     assert [d["outcome"] for d in decisions].count("minted") == 1, output
     assert "Traceback" not in output
+
+
+async def test_aiohttp_audits_an_abandoned_request_too(gemini_emulator: Emulator) -> None:
+    """aiohttp fails the read itself; the adapter turns that into the same refusal."""
+    import asyncio
+
+    from aiohttp import web
+
+    from gemini_tokens.broker import AuditEvent, Caller, Policy, TokenBroker
+    from gemini_tokens.broker.aiohttp import add_routes
+
+    events: list[AuditEvent] = []
+    broker = TokenBroker(
+        authorize=lambda request: Caller(id="demo"),
+        policy=Policy(model="gemini-live-test", uses=1),
+        audit=events.append,
+    )
+    app = web.Application()
+    add_routes(app, broker)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for count, data in enumerate((_CUT_BY_LENGTH, _CUT_CHUNKED), 1):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            for _ in range(50):  # until the decision is made
+                if len(events) >= count:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert gemini_emulator.tokens == []
+    assert [(e.outcome, e.reason, e.status) for e in events] == [
+        ("invalid", "body_incomplete", 400)
+    ] * 2
