@@ -59,9 +59,8 @@ def parse_body(request: BrokerRequest, keys: frozenset[str] = BODY_KEYS) -> Pars
         Refusal: 413, 415 or 400, naming the field.
     """
     if request.body_incomplete:
-        raise Refusal(
-            400, "invalid", "body_incomplete", "body: incomplete (the connection ended before all of it arrived)"
-        )
+        message = "body: incomplete (the connection ended before all of it arrived)"
+        raise Refusal(400, "invalid", "body_incomplete", message)
     if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
         raise Refusal(
             413, "invalid", "body_too_large", f"body: must be at most {MAX_BODY_BYTES} bytes"

@@ -37,7 +37,14 @@ from gemini_tokens import (
     ServerError,
     ValidationError,
 )
-from gemini_tokens.broker._audit import AuditEvent, iso_millis, log_audit_event, token_id
+from gemini_tokens.broker._audit import (
+    DEFAULT_AUDIT_TIMEOUT,
+    AuditEvent,
+    deliver,
+    iso_millis,
+    log_audit_event,
+    token_id,
+)
 from gemini_tokens.broker._body import BODY_KEYS, parse_body
 from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
@@ -46,7 +53,7 @@ from gemini_tokens.broker._openapi import openapi_document
 from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
-from gemini_tokens.broker._telemetry import observe
+from gemini_tokens.broker._telemetry import observe, record_audit_lost
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
@@ -132,7 +139,11 @@ class TokenBroker:
         allowed_origins: Origins whose pages may call the broker cross-origin. A page on
             the broker's own host may always call it.
         audit: ``(AuditEvent) -> None``, sync or async; default: one log line on
-            ``gemini_tokens.audit``. Keep a sync sink fast: it runs on the event loop.
+            ``gemini_tokens.audit``. A sync sink runs in a thread of its own (it may block).
+        audit_timeout: How long an answer waits for the audit sink, in seconds (default
+            5). Past it the event is given up (an async sink is cancelled), logged at
+            WARNING and counted in ``gemini_tokens.broker.audit.lost``: a hanging sink
+            never holds a token already minted.
         client: An `AsyncClient`, which stays yours to close. Its connection pool belongs to
             the event loop it is first used on: the app's loop, or a `WSGIApp`'s own. Not a
             sync `Client` (it runs on a loop of its own). Default: one made from the
@@ -150,7 +161,8 @@ class TokenBroker:
     Raises:
         ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
             a hook that is not callable, a ``client`` that is not an `AsyncClient`, no API
-            key, or renewal without a secret.
+            key, renewal without a secret, or an ``audit_timeout`` that is not a positive
+            number.
         ValidationError: a policy that ``create()`` would refuse.
     """
 
@@ -169,6 +181,7 @@ class TokenBroker:
         renewal: bool = False,
         secret: str | bytes | None = None,
         renewal_rate_limits: Iterable[str] | str | None = (),
+        audit_timeout: float = DEFAULT_AUDIT_TIMEOUT,
     ) -> None:
         if not callable(authorize):
             raise ConfigurationError("authorize: must be a function (request) -> Caller")
@@ -176,6 +189,14 @@ class TokenBroker:
             raise ConfigurationError("policy: must be a Policy or a function (caller) -> Policy")
         if audit is not None and not callable(audit):
             raise ConfigurationError("audit: must be a function (event) -> None, or None")
+        if (
+            isinstance(audit_timeout, bool)
+            or not isinstance(audit_timeout, (int, float))
+            or not 0 < audit_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"audit_timeout: must be a positive number of seconds, not {audit_timeout!r}"
+            )
         if on_limiter_error not in ("deny", "allow"):
             raise ConfigurationError(
                 f"on_limiter_error: must be 'deny' or 'allow', not {on_limiter_error!r}"
@@ -185,6 +206,7 @@ class TokenBroker:
         self._policy = policy
         self._audit: AuditSink = audit if audit is not None else log_audit_event
         self._audit_async = _is_async(self._audit)
+        self._audit_timeout = float(audit_timeout)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
         self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
@@ -474,12 +496,8 @@ class TokenBroker:
             **fields,
         )
         observe(event)  # OpenTelemetry, when installed
-        try:
-            if self._audit_async:
-                await self._audit(event)  # type: ignore[misc]
-            else:
-                result = self._audit(event)
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            logger.exception("token broker: the audit sink raised; the event was lost")
+        lost = await deliver(
+            self._audit, event, is_async=self._audit_async, timeout=self._audit_timeout
+        )
+        if lost is not None:
+            record_audit_lost(lost)
