@@ -4,6 +4,7 @@ name in what an error tracker records (the frames' locals)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import time
@@ -125,3 +126,215 @@ async def test_aiohttp_audits_an_abandoned_request_too(gemini_emulator: Emulator
     assert [(e.outcome, e.reason, e.status) for e in events] == [
         ("invalid", "body_incomplete", 400)
     ] * 2
+
+
+# --- #9: no token name in the frames an error tracker records ----------------------------
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """The exceptions a tracker reports, as Sentry walks them (a suppressed context not)."""
+    found: list[BaseException] = []
+    while exc is not None and exc not in found:
+        found.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return found
+
+
+def _render(value: Any, depth: int = 0) -> str:
+    """A local as an error tracker serializes it: containers walked (depth-limited, as
+    Sentry's serializer does), everything else by its ``repr``."""
+    if depth > 6:
+        return "..."
+    if isinstance(value, dict):
+        return " ".join(
+            f"{_render(k, depth + 1)}: {_render(v, depth + 1)}" for k, v in value.items()
+        )
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return " ".join(_render(v, depth + 1) for v in value)
+    try:
+        return repr(value)
+    except Exception as exc:  # a tracker shows something else, never fails
+        return f"<repr failed: {type(exc).__name__}>"
+
+
+#: Frames of this file that stand for a server's (the others are the tests' own, or the
+#: doubles that make an error after the mint, whose arguments are the real code's).
+_SERVER_STAND_INS = frozenset({"send", "start_response"})
+
+
+def _recorded_locals(exc: BaseException | None, records: list[logging.LogRecord]) -> str:
+    """Every local of every frame a tracker would record: those of each exception raised
+    (and of each one logged with its traceback)."""
+    errors = _chain(exc)
+    for record in records:
+        if record.exc_info and record.exc_info[1] is not None:
+            errors.extend(_chain(record.exc_info[1]))
+    out = []
+    for error in errors:
+        tb = error.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            code = frame.f_code
+            if code.co_filename == __file__ and code.co_name not in _SERVER_STAND_INS:
+                tb = tb.tb_next
+                continue
+            out.extend(
+                f"{frame.f_code.co_name}.{k}={_render(v)}" for k, v in frame.f_locals.items()
+            )
+            tb = tb.tb_next
+    return "\n".join(out)
+
+
+def _names(emu: Emulator) -> list[str]:
+    """The minted tokens' ids (the name after ``auth_tokens/``: found URL-encoded too)."""
+    names = [token.name.partition("/")[2] for token in emu.tokens]
+    assert names  # a token was minted: the test means something
+    assert all(len(name) > 16 for name in names)
+    return names
+
+
+async def test_no_token_name_in_the_frames_of_a_core_error_after_the_mint(
+    gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gemini_tokens
+    from gemini_tokens import _client
+
+    real = _client.parse_token
+
+    def parse_then_fail(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise RuntimeError("a surprise after the parse")
+
+    for failure in (parse_then_fail, _fail_with_invalid_response(real)):
+        monkeypatch.setattr(_client, "parse_token", failure)
+        async with gemini_tokens.AsyncClient() as client:
+            with pytest.raises(gemini_tokens.InvalidResponseError) as caught:
+                await client.create(uses=1)
+        recorded = _recorded_locals(caught.value, [])
+        assert "_attempt." in recorded  # the frames were walked
+        for name in _names(gemini_emulator):
+            assert name not in recorded
+
+
+def _fail_with_invalid_response(real: Any) -> Any:
+    import gemini_tokens
+
+    def parse_then_refuse(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise gemini_tokens.InvalidResponseError("an odd answer")
+
+    return parse_then_refuse
+
+
+async def _broker_request(broker: Any, caplog: pytest.LogCaptureFixture) -> tuple[Any, str]:
+    from gemini_tokens.broker import BrokerRequest
+
+    caplog.clear()
+    request = BrokerRequest(method="POST", path="/token", headers={"Authorization": "Bearer a"})
+    error: BaseException | None = None
+    response = None
+    try:
+        response = await broker.handle(request)
+    except Exception as exc:
+        error = exc
+    return response, _recorded_locals(error, caplog.records)
+
+
+def _plain_broker(**options: Any) -> Any:
+    from gemini_tokens.broker import Caller, Policy, TokenBroker
+
+    return TokenBroker(
+        authorize=lambda request: Caller(id="ann"),
+        policy=Policy(model="gemini-live-test", uses=1),
+        audit=lambda event: None,
+        **options,
+    )
+
+
+async def test_no_token_name_in_the_frames_of_a_broker_error_after_the_mint(
+    gemini_emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gemini_tokens.broker import _broker as broker_module
+
+    broker = _plain_broker()
+    real_json_body = broker_module.json_body
+
+    def json_body_fails(value: Any) -> bytes:
+        if isinstance(value, dict) and "name" in value:
+            raise TypeError("not serializable")
+        return real_json_body(value)
+
+    # The answer's body cannot be made: a 500, audited, and no name in any frame.
+    monkeypatch.setattr(broker_module, "json_body", json_body_fails)
+    response, recorded = await _broker_request(broker, caplog)
+    assert response is not None
+    assert response.status == 500
+    for name in _names(gemini_emulator):
+        assert name not in recorded
+    monkeypatch.undo()
+
+    # The decision's telemetry fails after the answer is made: the error propagates.
+    def observe_fails(event: Any) -> None:
+        raise RuntimeError("an exporter's bug")
+
+    monkeypatch.setattr(broker_module, "observe", observe_fails)
+    response, recorded = await _broker_request(broker, caplog)
+    assert response is None
+    assert "_answer." in recorded
+    for name in _names(gemini_emulator):
+        assert name not in recorded
+    await broker.aclose()
+
+
+async def test_no_token_name_in_the_frames_of_a_failing_asgi_write(
+    gemini_emulator: Emulator,
+) -> None:
+    from gemini_tokens.broker import ASGIApp
+
+    broker = _plain_broker()
+    app = ASGIApp(broker)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("the client went away")
+
+    scope = {"type": "http", "method": "POST", "path": "/token", "headers": []}
+    with pytest.raises(ConnectionResetError) as caught:
+        await app(scope, receive, send)
+    recorded = _recorded_locals(caught.value, [])
+    assert "send.message" in recorded
+    for name in _names(gemini_emulator):
+        assert name not in recorded
+    await broker.aclose()
+
+
+def test_no_token_name_in_the_frames_of_a_failing_wsgi_write(gemini_emulator: Emulator) -> None:
+    import io
+
+    from gemini_tokens.broker import WSGIApp
+
+    app = WSGIApp(_plain_broker())
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/token",
+        "PATH_INFO": "",
+        "CONTENT_LENGTH": "0",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+    }
+
+    def start_response(status: str, headers: Any) -> None:
+        raise BrokenPipeError("the client went away")
+
+    try:
+        with pytest.raises(BrokenPipeError) as caught:
+            app(environ, start_response)
+    finally:
+        app.close()
+    recorded = _recorded_locals(caught.value, [])
+    assert "__call__.response" in recorded
+    for name in _names(gemini_emulator):
+        assert name not in recorded

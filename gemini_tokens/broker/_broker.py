@@ -51,6 +51,7 @@ from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_b
 from gemini_tokens.broker._limiter import Limiter
 from gemini_tokens.broker._openapi import openapi_document
 from gemini_tokens.broker._policy import Policy, check_choices
+from gemini_tokens.broker._sealed import SealedBytes
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
 from gemini_tokens.broker._telemetry import observe, record_audit_lost
@@ -123,6 +124,23 @@ class _Decision:
     policy: Policy | None = None
     outcome: str = "minted"
     session: str | None = attrs.field(default=None, repr=False)
+
+
+def _answer_body(token: EphemeralToken, session: str | None) -> SealedBytes | str:
+    """The 200 answer's body, sealed; or, if it cannot be made, the error's type name.
+
+    The body holds the token's name (and the session): it is built in this frame, which
+    ends before anything can fail, and an error here is caught here. An error tracker
+    records the locals of the frames an exception passes through; none of them holds it.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
+        if session is not None:
+            body["session"] = session
+        return SealedBytes(json_body(body))
+    except Exception as exc:
+        return type(exc).__name__
 
 
 class TokenBroker:
@@ -443,14 +461,16 @@ class TokenBroker:
     # --- answers ----------------------------------------------------------------------
 
     async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
-        now = dt.datetime.now(dt.timezone.utc)
-        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
-        if decision.session is not None:
-            body["session"] = decision.session
+        content = _answer_body(token, decision.session)
+        if isinstance(content, str):  # minted, but no answer can carry it: lost
+            logger.error("token broker: the answer could not be made (%s)", content)
+            return await self._refuse(
+                decision, Refusal(500, "error", "answer_failed", _GENERIC_500)
+            )
         response = BrokerResponse(
             status=200,
             headers=(*_JSON_HEADERS, *self._origins.response_headers(decision.request)),
-            body=json_body(body),
+            body=content,
         )
         await self._emit(
             decision,
