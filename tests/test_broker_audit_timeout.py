@@ -161,3 +161,29 @@ def test_audit_timeout_must_be_a_positive_number(emu: Emulator, value: Any) -> N
             policy=Policy(model="gemini-live"),
             audit_timeout=value,
         )
+
+
+async def test_hung_sync_sinks_hold_a_bounded_number_of_threads(
+    emu: Emulator, otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gemini_tokens.broker import _audit
+
+    monkeypatch.setattr(_audit, "_sink_threads", threading.BoundedSemaphore(1))
+    release = threading.Event()
+    calls: list[str] = []
+
+    def blocking(event: AuditEvent) -> None:
+        calls.append(event.outcome)
+        release.wait(10)
+
+    broker = _broker(emu, blocking)
+    first = await _answer_in_time(broker)  # its thread still hangs after the timeout
+    started = time.monotonic()
+    second = await _answer_in_time(broker)  # no thread left: lost at once
+    took_second = time.monotonic() - started
+    release.set()
+    assert (first[0], second[0]) == (200, 200)
+    assert took_second < TIMEOUT  # not even waited for
+    assert calls == ["minted"]
+    assert _lost(otel) == {"timeout": 1, "busy": 1}
+    await broker.aclose()

@@ -166,8 +166,8 @@ async def deliver(
             sink(event)
             return None
         pending = sink(event) if is_async else _in_thread(sink, event)
-        if pending is None:
-            return _lost(event, "busy", timeout)
+        if pending is None:  # (an "async" sink that returned nothing has taken it)
+            return None if is_async else _lost(event, "busy", timeout)
         result = await _bounded(pending, deadline)
         if inspect.isawaitable(result):  # a sync function that returned an awaitable
             await _bounded(result, deadline)
