@@ -168,7 +168,7 @@ async def test_hung_sync_sinks_hold_a_bounded_number_of_threads(
 ) -> None:
     from gemini_tokens.broker import _audit
 
-    monkeypatch.setattr(_audit, "_sink_threads", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(_audit, "_sink_threads", _audit._SinkThreads(1))
     release = threading.Event()
     calls: list[str] = []
 

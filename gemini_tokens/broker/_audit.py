@@ -18,6 +18,8 @@ import hashlib
 import inspect
 import json
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -48,10 +50,9 @@ _logger = logging.getLogger("gemini_tokens.broker")
 
 #: How long the broker waits for its audit sink, in seconds, unless told otherwise.
 DEFAULT_AUDIT_TIMEOUT = 5.0
-#: Sync sinks still running (hung ones included) at most; past it an event is lost at once,
-#: so a sink that never returns cannot pile up threads without end.
+#: Threads that run sync sinks, at most: past it (every one busy, or hung) an event is lost
+#: at once, so a sink that never returns cannot pile up threads without end.
 MAX_SINK_THREADS = 32
-_sink_threads = threading.BoundedSemaphore(MAX_SINK_THREADS)
 
 
 def token_id(name: str) -> str:
@@ -203,10 +204,59 @@ def _forget(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved, so asyncio does not log it again
 
 
+class _SinkThreads:
+    """Daemon threads that run sync sinks, started as needed and kept, at most ``limit``.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at exit, so a hung sink would hold
+    the process's exit too; these are daemons.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        """Run ``job`` in a thread; False when every thread is taken (``job`` not run)."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                start = False
+            elif self._threads < self._limit:
+                self._threads += 1
+                start = True
+            else:
+                return False
+        self._jobs.put(job)
+        if start:
+            threading.Thread(
+                target=self._work, name="gemini-tokens-audit-sink", daemon=True
+            ).start()
+        return True
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_sink_threads = _SinkThreads(MAX_SINK_THREADS)
+
+
+def _after_fork_in_child() -> None:  # the parent's threads are not in the child
+    global _sink_threads
+    _sink_threads = _SinkThreads(MAX_SINK_THREADS)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _in_thread(sink: Callable[[AuditEvent], Any], event: AuditEvent) -> asyncio.Future[Any] | None:
-    """Run a sync sink in a daemon thread; a future for its result (None: too many run)."""
-    if not _sink_threads.acquire(blocking=False):
-        return None
+    """Run a sync sink on a sink thread; a future for its result (None: no thread free)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -219,20 +269,17 @@ def _in_thread(sink: Callable[[AuditEvent], Any], event: AuditEvent) -> asyncio.
         else:
             future.set_result(result)
 
-    def run() -> None:  # in the thread
+    def run() -> None:  # on a sink thread
         result: Any = None
         error: BaseException | None = None
         try:
             result = context.run(sink, event)
         except Exception as exc:  # handed to the loop, which logs it
             error = exc
-        finally:
-            _sink_threads.release()
         with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=run, name="gemini-tokens-audit-sink", daemon=True).start()
-    return future
+    return future if _sink_threads.submit(run) else None
 
 
 def _lost(event: AuditEvent, why: str, timeout: float) -> str:
