@@ -338,3 +338,52 @@ def test_no_token_name_in_the_frames_of_a_failing_wsgi_write(gemini_emulator: Em
     assert "__call__.response" in recorded
     for name in _names(gemini_emulator):
         assert name not in recorded
+
+
+async def test_an_abandoned_request_spends_no_limit_slot(gemini_emulator: Emulator) -> None:
+    """In-process ASGI: the client disconnects mid-body; with a limit of one a minute, the
+    next whole request still gets its token."""
+    from gemini_tokens.broker import ASGIApp, AuditEvent, Caller, Policy, TokenBroker
+
+    events: list[AuditEvent] = []
+    broker = TokenBroker(
+        authorize=lambda request: Caller(id="ann"),
+        policy=Policy(model="gemini-live-test", uses=1),
+        rate_limits=["1/minute"],
+        audit=events.append,
+    )
+    app = ASGIApp(broker)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/token",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }
+
+    async def run(messages: list[dict[str, Any]]) -> int:
+        incoming = iter(messages)
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return next(incoming)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        status: int = sent[0]["status"]
+        return status
+
+    part = {"type": "http.request", "body": b"{}" + b" " * 8, "more_body": True}
+    assert await run([part, {"type": "http.disconnect"}]) == 400
+    # A server that hands over fewer bytes than declared, then says it is all.
+    assert await run([{**part, "more_body": False}]) == 400
+    whole = {"type": "http.request", "body": b"{}" + b" " * 98, "more_body": False}
+    assert await run([whole]) == 200
+    assert len(gemini_emulator.tokens) == 1
+    assert [(e.outcome, e.reason) for e in events] == [
+        ("invalid", "body_incomplete"),
+        ("invalid", "body_incomplete"),
+        ("minted", "ok"),
+    ]
+    await broker.aclose()
