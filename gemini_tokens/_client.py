@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from gemini_tokens._config import Verify
-    from gemini_tokens._transport import Transport
+    from gemini_tokens._transport import Reply, Transport
 
 __all__ = ["AsyncClient"]
 
@@ -401,11 +401,11 @@ class AsyncClient:
         ):
             session = await self._open_session()  # raises if the client is closed
         reply = await self._http.post(session, self._url, data, self._http.timeout(remaining))
-        status, raw = reply.status, reply.body
+        status = reply.status
         if not 200 <= status < 300:
             raise error_from_response(
                 status,
-                raw,
+                reply.body,
                 content_type=reply.content_type,
                 retry_after_header=parse_retry_after(reply.retry_after),
                 redact=(self._api_key,),
@@ -416,28 +416,34 @@ class AsyncClient:
                 f"the response body exceeds {MAX_RESPONSE_BYTES} bytes; not a token",
                 status_code=status,
             )
-        try:
-            payload = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            raise InvalidResponseError(
-                f"the service answered {status} with a body that is not JSON", status_code=status
-            ) from None
-        try:
-            return parse_token(
-                payload,
-                request,
-                body,
-                status=status,
-                base_url=self._base_url,
-                api_version=self._api_version,
-            )
-        except InvalidResponseError:
-            raise
-        except Exception:  # any surprise in a 2xx body is "not a usable token"
-            raise InvalidResponseError(
-                f"the service answered {status} with a token this library cannot read",
-                status_code=status,
-            ) from None
+        token = _read_token(reply, request, body, self._base_url, self._api_version)
+        if isinstance(token, str):  # raised here, where no local holds the answer
+            raise InvalidResponseError(token, status_code=status)
+        return token
+
+
+def _read_token(
+    reply: Reply, request: TokenRequest, sent: Mapping[str, Any], base_url: str, api_version: str
+) -> EphemeralToken | str:
+    """The token in a 2xx reply, or why there is none (the error's message).
+
+    The raw answer and its JSON (the token's name in both) live only in this frame, which
+    ends before any error is raised: an error tracker records the locals of the frames an
+    exception passes through, and this one is never among them.
+    """
+    status = reply.status
+    try:
+        payload = json.loads(reply.body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        return f"the service answered {status} with a body that is not JSON"
+    try:
+        return parse_token(
+            payload, request, sent, status=status, base_url=base_url, api_version=api_version
+        )
+    except InvalidResponseError as exc:  # its message never quotes the answer
+        return str(exc.args[0])
+    except Exception:  # any surprise in a 2xx body is "not a usable token"
+        return f"the service answered {status} with a token this library cannot read"
 
 
 def _tls_setting(

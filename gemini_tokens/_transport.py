@@ -136,13 +136,14 @@ class Reply:
     """What one POST got back: its status, the headers we read, and its body.
 
     ``complete`` is False when the body was larger than `MAX_RESPONSE_BYTES` (and then
-    ``body`` is empty: it was not read).
+    ``body`` is empty: it was not read). ``body`` is not in the repr: a 2xx body holds a
+    token's name, and an error tracker records the repr of each local of a failing frame.
     """
 
     status: int
     content_type: str
     retry_after: str | None
-    body: bytes
+    body: bytes = attrs.field(repr=False)
     complete: bool
 
 

@@ -33,24 +33,31 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def read_body(receive: Receive, declared: int | None) -> tuple[bytes, bool]:
-    """Read at most ``MAX_BODY_BYTES + 1`` bytes; ``(body, too_large)``."""
+async def read_body(receive: Receive, declared: int | None) -> tuple[bytes, bool, bool]:
+    """Read at most ``MAX_BODY_BYTES + 1`` bytes; ``(body, too_large, incomplete)``.
+
+    ``incomplete``: the client disconnected before the body's end (uvicorn then answers
+    ``http.disconnect``, dropping what had come), or sent less than its ``Content-Length``.
+    Such a request must be refused, not decided as if its body were what arrived.
+    """
     if declared is not None and declared > MAX_BODY_BYTES:
-        return b"", True
+        return b"", True, False
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks), False
+            return b"", False, True
         chunk = message.get("body", b"")
         if chunk:
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                return b"", True
+                return b"", True, False
         if not message.get("more_body", False):
-            return b"".join(chunks), False
+            if declared is not None and size != declared:
+                return b"", False, True
+            return b"".join(chunks), False, False
 
 
 def subpath_of(scope: Scope, routes: Iterable[str]) -> str:
@@ -67,7 +74,9 @@ def subpath_of(scope: Scope, routes: Iterable[str]) -> str:
     return next((key for key in routes if key and path.endswith(key)), "")
 
 
-def request_from_scope(scope: Scope, body: bytes, too_large: bool, subpath: str) -> BrokerRequest:
+def request_from_scope(
+    scope: Scope, body: bytes, too_large: bool, subpath: str, incomplete: bool = False
+) -> BrokerRequest:
     """A `BrokerRequest` from an ASGI HTTP scope."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
     path: str = scope.get("path", "/")
@@ -79,6 +88,7 @@ def request_from_scope(scope: Scope, body: bytes, too_large: bool, subpath: str)
         client_address=client[0] if client else None,
         body=body,
         body_too_large=too_large,
+        body_incomplete=incomplete,
         subpath=subpath,
         scheme=scope.get("scheme", "http"),
         native=scope,
@@ -105,9 +115,9 @@ class ASGIApp:
             return
         if scope["type"] != "http":  # websocket: not ours
             return
-        body, too_large = await read_body(receive, declared_length(scope))
+        body, too_large, incomplete = await read_body(receive, declared_length(scope))
         subpath = subpath_of(scope, self.broker.subpaths)
-        request = request_from_scope(scope, body, too_large, subpath)
+        request = request_from_scope(scope, body, too_large, subpath, incomplete)
         response = await self.broker.handle(request)
         await send(
             {

@@ -120,9 +120,15 @@ def parse_body(request: BrokerRequest, keys: frozenset[str] = BODY_KEYS) -> Pars
     (UTF-8), at most ``MAX_BODY_BYTES``, and a JSON object whose keys are in ``keys``, with
     no ``NaN`` or ``Infinity`` and no lone surrogate (``"\\ud800"``) in any key or string.
 
+    A body cut short (``body_incomplete``: the client left before sending all it announced)
+    is a 400 ``body_incomplete``: what did arrive is not the request the client meant.
+
     Raises:
         Refusal: 413, 415 or 400, naming the field.
     """
+    if request.body_incomplete:
+        message = "body: incomplete (the connection ended before all of it arrived)"
+        raise Refusal(400, "invalid", "body_incomplete", message)
     if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
         raise Refusal(
             413, "invalid", "body_too_large", f"body: must be at most {MAX_BODY_BYTES} bytes"

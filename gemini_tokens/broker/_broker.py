@@ -37,16 +37,24 @@ from gemini_tokens import (
     ServerError,
     ValidationError,
 )
-from gemini_tokens.broker._audit import AuditEvent, iso_millis, log_audit_event, token_id
+from gemini_tokens.broker._audit import (
+    DEFAULT_AUDIT_TIMEOUT,
+    AuditEvent,
+    deliver,
+    iso_millis,
+    log_audit_event,
+    token_id,
+)
 from gemini_tokens.broker._body import BODY_KEYS, parse_body
 from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
 from gemini_tokens.broker._limiter import Limiter
 from gemini_tokens.broker._openapi import openapi_document
 from gemini_tokens.broker._policy import Policy, check_choices
+from gemini_tokens.broker._sealed import SealedBytes
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
-from gemini_tokens.broker._telemetry import observe
+from gemini_tokens.broker._telemetry import observe, record_audit_lost
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
@@ -118,6 +126,23 @@ class _Decision:
     session: str | None = attrs.field(default=None, repr=False)
 
 
+def _answer_body(token: EphemeralToken, session: str | None) -> SealedBytes | str:
+    """The 200 answer's body, sealed; or, if it cannot be made, the error's type name.
+
+    The body holds the token's name (and the session): it is built in this frame, which
+    ends before anything can fail, and an error here is caught here. An error tracker
+    records the locals of the frames an exception passes through; none of them holds it.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
+        if session is not None:
+            body["session"] = session
+        return SealedBytes(json_body(body))
+    except Exception as exc:
+        return type(exc).__name__
+
+
 class TokenBroker:
     """Hands out ephemeral tokens: who may get one, locked to what, how often, recorded.
 
@@ -132,7 +157,11 @@ class TokenBroker:
         allowed_origins: Origins whose pages may call the broker cross-origin. A page on
             the broker's own host may always call it.
         audit: ``(AuditEvent) -> None``, sync or async; default: one log line on
-            ``gemini_tokens.audit``. Keep a sync sink fast: it runs on the event loop.
+            ``gemini_tokens.audit``. A sync sink runs in a thread of its own (it may block).
+        audit_timeout: How long an answer waits for the audit sink, in seconds (default
+            5). Past it the event is given up (an async sink is cancelled), logged at
+            WARNING and counted in ``gemini_tokens.broker.audit.lost``: a hanging sink
+            never holds a token already minted.
         client: An `AsyncClient`, which stays yours to close. Its connection pool belongs to
             the event loop it is first used on: the app's loop, or a `WSGIApp`'s own. Not a
             sync `Client` (it runs on a loop of its own). Default: one made from the
@@ -150,7 +179,8 @@ class TokenBroker:
     Raises:
         ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
             a hook that is not callable, a ``client`` that is not an `AsyncClient`, no API
-            key, or renewal without a secret.
+            key, renewal without a secret, or an ``audit_timeout`` that is not a positive
+            number.
         ValidationError: a policy that ``create()`` would refuse.
     """
 
@@ -169,6 +199,7 @@ class TokenBroker:
         renewal: bool = False,
         secret: str | bytes | None = None,
         renewal_rate_limits: Iterable[str] | str | None = (),
+        audit_timeout: float = DEFAULT_AUDIT_TIMEOUT,
     ) -> None:
         if not callable(authorize):
             raise ConfigurationError("authorize: must be a function (request) -> Caller")
@@ -176,6 +207,14 @@ class TokenBroker:
             raise ConfigurationError("policy: must be a Policy or a function (caller) -> Policy")
         if audit is not None and not callable(audit):
             raise ConfigurationError("audit: must be a function (event) -> None, or None")
+        if (
+            isinstance(audit_timeout, bool)
+            or not isinstance(audit_timeout, (int, float))
+            or not 0 < audit_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"audit_timeout: must be a positive number of seconds, not {audit_timeout!r}"
+            )
         if on_limiter_error not in ("deny", "allow"):
             raise ConfigurationError(
                 f"on_limiter_error: must be 'deny' or 'allow', not {on_limiter_error!r}"
@@ -185,6 +224,7 @@ class TokenBroker:
         self._policy = policy
         self._audit: AuditSink = audit if audit is not None else log_audit_event
         self._audit_async = _is_async(self._audit)
+        self._audit_timeout = float(audit_timeout)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
         self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
@@ -421,14 +461,16 @@ class TokenBroker:
     # --- answers ----------------------------------------------------------------------
 
     async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
-        now = dt.datetime.now(dt.timezone.utc)
-        body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
-        if decision.session is not None:
-            body["session"] = decision.session
+        content = _answer_body(token, decision.session)
+        if isinstance(content, str):  # minted, but no answer can carry it: lost
+            logger.error("token broker: the answer could not be made (%s)", content)
+            return await self._refuse(
+                decision, Refusal(500, "error", "answer_failed", _GENERIC_500)
+            )
         response = BrokerResponse(
             status=200,
             headers=(*_JSON_HEADERS, *self._origins.response_headers(decision.request)),
-            body=json_body(body),
+            body=content,
         )
         await self._emit(
             decision,
@@ -474,12 +516,8 @@ class TokenBroker:
             **fields,
         )
         observe(event)  # OpenTelemetry, when installed
-        try:
-            if self._audit_async:
-                await self._audit(event)  # type: ignore[misc]
-            else:
-                result = self._audit(event)
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            logger.exception("token broker: the audit sink raised; the event was lost")
+        lost = await deliver(
+            self._audit, event, is_async=self._audit_async, timeout=self._audit_timeout
+        )
+        if lost is not None:
+            record_audit_lost(lost)

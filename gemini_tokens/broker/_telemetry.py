@@ -5,9 +5,11 @@ decided, from its `AuditEvent`:
 
 - a span ``gemini_tokens.broker.decision`` (kind SERVER) per decision, with
   ``gemini_tokens.outcome``, ``gemini_tokens.reason`` and ``http.response.status_code``;
-- metrics: ``gemini_tokens.broker.decisions`` (counter, by outcome and reason) and
+- metrics: ``gemini_tokens.broker.decisions`` (counter, by outcome and reason),
   ``gemini_tokens.broker.limiter.rejections`` (counter, by ``gemini_tokens.limit.scope``:
-  ``caller`` or ``global``).
+  ``caller`` or ``global``) and ``gemini_tokens.broker.audit.lost`` (counter, by
+  ``gemini_tokens.reason``: ``timeout``, ``sink_error`` or ``busy``: audit events the sink
+  never took).
 
 The tracer and the meter are the library's (``gemini_tokens``), taken by name through the
 API's public functions; until the application sets an SDK they are the API's no-ops. The
@@ -26,7 +28,7 @@ from typing import Any
 from gemini_tokens import __version__
 from gemini_tokens.broker._audit import OUTCOMES, AuditEvent
 
-__all__ = ["DecisionSpan", "decision_span", "observe", "record_decision"]
+__all__ = ["DecisionSpan", "decision_span", "observe", "record_audit_lost", "record_decision"]
 
 INSTRUMENTATION_NAME = "gemini_tokens"
 DECISION_SPAN = "gemini_tokens.broker.decision"
@@ -34,7 +36,7 @@ _REASON = re.compile(r"[a-z][a-z0-9_.]{0,47}")
 
 
 class _Instruments:
-    """The API's modules, the tracer and the two counters."""
+    """The API's modules, the tracer and the counters."""
 
     def __init__(self) -> None:
         from opentelemetry import context, metrics, trace
@@ -56,6 +58,11 @@ class _Instruments:
             "gemini_tokens.broker.limiter.rejections",
             unit="{request}",
             description="Requests refused by the broker's rate limits, by scope",
+        )
+        self.audit_lost = meter.create_counter(
+            "gemini_tokens.broker.audit.lost",
+            unit="{event}",
+            description="Audit events the broker's audit sink never took, by reason",
         )
 
 
@@ -234,3 +241,15 @@ def record_decision(outcome: str, reason: str | None = None) -> None:
     scope = _limit_scope(outcome, reason)
     if scope is not None:
         i.rejections.add(1, {"gemini_tokens.limit.scope": scope})
+
+
+def record_audit_lost(reason: str) -> None:
+    """Count one audit event the sink never took.
+
+    Args:
+        reason: ``timeout`` (past ``audit_timeout``), ``sink_error`` (the sink raised) or
+            ``busy`` (too many sync sink calls still running).
+    """
+    i = _get()
+    if i is not None:
+        i.audit_lost.add(1, {"gemini_tokens.reason": _reason_value(reason)})

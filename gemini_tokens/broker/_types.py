@@ -96,6 +96,8 @@ class BrokerRequest:
         client_address: The peer's address as the server saw it (a proxy's, behind one).
         body: The body, at most ``MAX_BODY_BYTES + 1`` bytes of it.
         body_too_large: The body was over ``MAX_BODY_BYTES`` and was not read whole.
+        body_incomplete: The client went away (or broke the framing) before the whole body
+            it announced arrived: the request is refused, never decided on what came.
         subpath: The part of ``path`` below the broker's own route: ``""`` for the token
             endpoint itself, e.g. ``"/client.js"`` for a file served next to it.
         scheme: ``"http"`` or ``"https"`` as the server saw it.
@@ -110,6 +112,7 @@ class BrokerRequest:
     client_address: str | None = None
     body: bytes = attrs.field(default=b"", repr=False)  # it may hold a session value
     body_too_large: bool = False
+    body_incomplete: bool = False
     subpath: str = ""
     scheme: str = "http"
     native: Any = attrs.field(default=None, eq=False, repr=False)

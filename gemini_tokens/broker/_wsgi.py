@@ -46,28 +46,52 @@ def _headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _read(environ: dict[str, Any]) -> tuple[bytes, bool]:
+def _read_exactly(stream: Any, size: int) -> bytes:
+    """``size`` bytes, fewer only when the stream ends first (a server may return short
+    reads; gunicorn returns what came when the client leaves early)."""
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read(environ: dict[str, Any]) -> tuple[bytes, bool, bool]:
+    """The body; ``(body, too_large, incomplete)``.
+
+    ``incomplete``: fewer bytes than ``Content-Length`` (the client left early), or a read
+    the server failed (gunicorn raises on a chunked body cut short). Such a request is
+    refused, never decided on the part that came.
+    """
     stream = environ.get("wsgi.input")
     try:
         declared = int(environ.get("CONTENT_LENGTH") or -1)
     except ValueError:
         declared = -1
     if declared > MAX_BODY_BYTES:
-        return b"", True
+        return b"", True, False
     if stream is None:
-        return b"", False
-    if declared >= 0:
-        body = stream.read(declared) if declared else b""
-    elif environ.get("wsgi.input_terminated"):
-        body = stream.read(MAX_BODY_BYTES + 1)
-    else:
-        return b"", False  # no length and no end marker: PEP 3333 says do not read
-    return (b"", True) if len(body) > MAX_BODY_BYTES else (body, False)
+        return b"", False, False
+    try:
+        if declared >= 0:
+            body = _read_exactly(stream, declared)
+            if len(body) < declared:
+                return b"", False, True
+        elif environ.get("wsgi.input_terminated"):
+            body = stream.read(MAX_BODY_BYTES + 1)
+        else:
+            return b"", False, False  # no length and no end marker: PEP 3333 says do not read
+    except Exception:  # the server's own error for a broken body (gunicorn: NoMoreData ...)
+        return b"", False, True
+    return (b"", True, False) if len(body) > MAX_BODY_BYTES else (body, False, False)
 
 
 def request_from_environ(environ: dict[str, Any]) -> BrokerRequest:
     """A `BrokerRequest` from a WSGI environ (``PATH_INFO`` is the sub-route)."""
-    body, too_large = _read(environ)
+    body, too_large, incomplete = _read(environ)
     script = environ.get("SCRIPT_NAME", "")
     subpath = environ.get("PATH_INFO", "")
     return BrokerRequest(
@@ -77,6 +101,7 @@ def request_from_environ(environ: dict[str, Any]) -> BrokerRequest:
         client_address=environ.get("REMOTE_ADDR"),
         body=body,
         body_too_large=too_large,
+        body_incomplete=incomplete,
         subpath=subpath,
         scheme=environ.get("wsgi.url_scheme", "http"),
         native=environ,

@@ -18,19 +18,27 @@ if TYPE_CHECKING:
 __all__ = ["add_routes"]
 
 
-async def _read(request: web.Request) -> tuple[bytes, bool]:
+async def _read(request: web.Request) -> tuple[bytes, bool, bool]:
+    """The body; ``(body, too_large, incomplete)``.
+
+    aiohttp fails the read when the client leaves before the body's end (a reset, or
+    "not enough data to satisfy content length"): that is ``incomplete``, and refused.
+    """
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        return b"", True
+        return b"", True, False
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_BODY_BYTES:
-        chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"", True
+    try:
+        while size <= MAX_BODY_BYTES:
+            chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+            if not chunk:
+                return b"".join(chunks), False, False
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception:  # the connection's error, whichever aiohttp raised for it
+        return b"", False, True
+    return b"", True, False
 
 
 def add_routes(app: web.Application, broker: TokenBroker, path: str = "/token") -> None:
@@ -44,7 +52,7 @@ def add_routes(app: web.Application, broker: TokenBroker, path: str = "/token") 
     path = "/" + path.strip("/")
 
     async def handle(request: web.Request) -> web.Response:
-        body, too_large = await _read(request)
+        body, too_large, incomplete = await _read(request)
         subpath = request.path[len(path) :] if request.path.startswith(path) else request.path
         answer = await broker.handle(
             BrokerRequest(
@@ -54,6 +62,7 @@ def add_routes(app: web.Application, broker: TokenBroker, path: str = "/token") 
                 client_address=request.remote,
                 body=body,
                 body_too_large=too_large,
+                body_incomplete=incomplete,
                 subpath=subpath,
                 scheme=request.scheme,
                 native=request,

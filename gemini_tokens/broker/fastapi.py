@@ -41,10 +41,13 @@ def router(broker: TokenBroker, path: str = "/token", **options: Any) -> APIRout
     api = APIRouter(lifespan=lifespan, **options)
 
     async def token(request: Request) -> Response:
-        body, too_large = await read_body(request.receive, declared_length(request.scope))
+        scope = request.scope
+        body, too_large, incomplete = await read_body(request.receive, declared_length(scope))
         tail = request.path_params.get("subpath")
         subpath = "" if tail is None else "/" + str(tail)
-        answer = await broker.handle(request_from_scope(request.scope, body, too_large, subpath))
+        answer = await broker.handle(
+            request_from_scope(scope, body, too_large, subpath, incomplete)
+        )
         # The broker's header names are unique: a dict is the cheapest way in.
         return Response(answer.body, answer.status, headers=dict(answer.headers))
 
