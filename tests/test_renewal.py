@@ -598,3 +598,13 @@ def test_openapi_shows_renew_and_session(gemini_emulator_sync: Emulator) -> None
     plain_op = plain.openapi()["paths"]["/token"]["post"]
     plain_body = plain_op["requestBody"]["content"]["application/json"]["schema"]
     assert set(plain_body["properties"]) == {"config"}
+
+
+def test_a_parsed_renewal_body_hides_its_session() -> None:
+    """A frame-locals recorder sees the parsed body of a renewal: not its session value."""
+    from gemini_tokens.broker._body import parse_body
+
+    session = "v1." + "S3SSION" * 8
+    parsed = parse_body(renew(session), frozenset({"config", "renew"}))
+    assert parsed.extra == {"renew": session}
+    assert session not in repr(parsed)

@@ -28,11 +28,12 @@ class ParsedBody:
 
     Attributes:
         config: The ``config`` object, or None when not given.
-        extra: Any other allowed top-level key (none in the base contract).
+        extra: Any other allowed top-level key (``renew``, whose session value is a
+            secret: kept out of the repr).
     """
 
     config: dict[str, Any] | None = None
-    extra: dict[str, Any] = attrs.field(factory=dict)
+    extra: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
 
 def _invalid(field: str, rule: str) -> Refusal:
