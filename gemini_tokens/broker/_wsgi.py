@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from gemini_tokens.broker._bridge import LoopThread
@@ -19,21 +20,6 @@ if TYPE_CHECKING:
     from gemini_tokens.broker._broker import TokenBroker
 
 __all__ = ["WSGIApp", "request_from_environ"]
-
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def _headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
@@ -132,7 +118,7 @@ class WSGIApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         response = self._bridge.run(self.broker.handle(request_from_environ(environ)))
-        status = f"{response.status} {_REASONS.get(response.status, 'Unknown')}"
+        status = f"{response.status} {HTTPStatus(response.status).phrase}"
         headers = list(response.headers)
         headers.append(("Content-Length", str(len(response.body))))
         start_response(status, headers)
