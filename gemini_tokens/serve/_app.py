@@ -390,7 +390,7 @@ def build_app(
         started = time.perf_counter()
         status = 500
         is_decision = request.path.rstrip("/") == token_path and request.method != "OPTIONS"
-        if state["draining"] and request.path != "/healthz":
+        if state["draining"] and request.path not in ("/healthz", "/readyz"):
             # A request on a kept-alive connection after SIGTERM: refused, and told why.
             status = 503
             _access_log(request, status, started)

@@ -132,15 +132,11 @@ def run_serve(args: argparse.Namespace) -> int:
         who = "JWT" if auth.jwt is not None else f"authorizer {auth.authorizer}"
         limits, server = settings.limits, settings.server
         renewal = settings.renewal
-        renews = (
-            f"renewal on ({len(renewal.rate_limits)} limits per caller)"
-            if renewal.enabled
-            else "renewal off"
-        )
+        renews = f"renewal: {len(renewal.rate_limits)} per caller; " if renewal.enabled else ""
         print(
             f"{settings.source}: OK: {who}; policies: {names}; limits: "
             f"{len(limits.per_caller)} per caller, {len(limits.global_)} global "
-            f"on {limits.storage.split('://', 1)[0]}; {renews}; listens on "
+            f"on {limits.storage.split('://', 1)[0]}; {renews}listens on "
             f"{server.host}:{server.port}{server.path}"
         )
         del broker
