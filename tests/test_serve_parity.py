@@ -25,7 +25,7 @@ from .jwks_server import (  # noqa: F401  (fixtures)
     idp_fixture,
     jwks_fixture,
 )
-from .test_serve import config, post
+from .test_serve import config, post, run_cli
 
 emulator = test_serve.emulator  # fixtures
 start = test_serve.start
@@ -128,6 +128,25 @@ async def test_renewal_without_the_secret_does_not_start(
     assert "renewal.enabled: needs the signing secret in GEMINI_TOKENS_BROKER_SECRET" in str(
         info.value
     )
+
+
+def test_the_docs_renewal_error_is_what_check_prints(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "serve.md").read_text()
+    block = docs.split("$ gemini-tokens serve --check --config broker.toml\n", 1)[1]
+    shown = " ".join(block.split("```", 1)[0].split())
+    (tmp_path / "broker.toml").write_text(
+        config("https://id.example.test/jwks", extra="[renewal]\nenabled = true\n")
+    )
+    out = run_cli(
+        "serve",
+        "--check",
+        "--config",
+        "broker.toml",
+        cwd=tmp_path,
+        env={"GEMINI_TOKENS_BROKER_SECRET": ""},
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == shown
 
 
 async def test_sigterm_cuts_off_a_request_stuck_upstream_within_the_timeout(
@@ -238,7 +257,7 @@ async def test_a_request_on_an_open_connection_while_draining_is_refused_and_aud
     assert serve.process.wait(15) == 0
     serve.stop()
     outcomes = sorted((e["outcome"], e["reason"], e["status"]) for e in audit_lines(audit))
-    assert outcomes == [("error", "shutting_down", 503), ("minted", "ok", 200)]
+    assert outcomes == [("limited", "shutting_down", 503), ("minted", "ok", 200)]
 
 
 async def test_dev_without_a_config_file_mints_under_a_development_policy(

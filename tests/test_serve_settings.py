@@ -481,15 +481,18 @@ DOCS = Path(__file__).parent.parent / "docs" / "serve.md"
 
 def test_the_docs_complete_broker_toml_is_valid() -> None:
     complete, *idps = _toml_blocks(DOCS)
-    s = parse(complete)
+    s = parse(complete, GEMINI_TOKENS_BROKER_SECRET="a-docs-secret-" + "d" * 32)
     assert s.policy_names() == ["free", "pro"]
+    assert s.renewal.enabled is True
+    assert s.policies is not None
+    assert [p.max_session_minutes for p in s.policies.tables.values()] == [20, 90]
     assert s.limits.storage.startswith("redis://")
     # Each identity provider's [auth.jwt] in place of the complete file's.
     head, _, rest = complete.partition("[auth.jwt]")
     tail = rest[rest.index("[policies]") :]
     assert len(idps) == 3
     for idp in idps:
-        settings = parse(head + idp + "\n" + tail)
+        settings = parse(head + idp + "\n" + tail, GEMINI_TOKENS_BROKER_SECRET="d" * 32)
         assert settings.auth.jwt is not None
         assert settings.auth.jwt.jwks_url is not None
         assert settings.auth.jwt.jwks_url.startswith("https://")

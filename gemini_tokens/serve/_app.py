@@ -322,9 +322,9 @@ def build_app(
         event = AuditEvent(
             time=dt.datetime.now(dt.timezone.utc)
             - dt.timedelta(seconds=time.perf_counter() - started),
-            # Cut off: the token service had not answered; refused while draining: the
-            # service's own state, not the caller's doing.
-            outcome="upstream_error" if reason == "shutdown_cut_off" else "error",
+            # Cut off: the token service had not answered in time. Refused while draining:
+            # turned away for a moment (503, Retry-After), as when the limiter is down.
+            outcome="upstream_error" if reason == "shutdown_cut_off" else "limited",
             reason=reason,
             status=503,
             detail=detail,
