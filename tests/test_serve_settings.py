@@ -600,3 +600,25 @@ def test_a_mistyped_redis_uri_never_shows_its_password() -> None:
     assert (info.value.source, info.value.key) == ("broker.toml", "limits.storage")
     for text in (str(info.value), repr(info.value), repr(info.value.args)):
         assert "hunter2" not in text
+
+
+def test_a_mistyped_redis_uri_given_to_the_broker_never_shows_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """#6, through ``TokenBroker(storage_uri=...)``: named, its password in no text of the
+    error, its cause or its traceback."""
+    import traceback
+
+    from gemini_tokens.broker import Caller, Policy, TokenBroker
+
+    monkeypatch.setenv("GEMINI_API_KEY", "a-key-for-the-broker")
+    with pytest.raises(ConfigurationError) as info:
+        TokenBroker(
+            authorize=lambda request: Caller(id="x"),
+            policy=Policy(model="m"),
+            storage_uri="redis:/:hunter2-pw@redis.internal/0",
+        )
+    assert str(info.value).startswith("storage_uri: ")
+    text = "".join(traceback.format_exception(info.value))
+    for shown in (text, repr(info.value), repr(info.value.args)):
+        assert "hunter2" not in shown
