@@ -30,9 +30,13 @@ module:function authorizer), applies the policy, the rate limits and the allowed
 mints with the API key from GEMINI_API_KEY, and audits every decision.
 
 Endpoints: POST <path> (tokens; default /token), GET /healthz (alive), GET /readyz
-(limiter storage, token service and JWKS reachable), GET /metrics (Prometheus, when
-[server] metrics = true). SIGTERM stops it gracefully: new connections are refused,
-requests in flight finish.
+(limiter storage and token service reachable, JWT keys at hand), GET /metrics
+(Prometheus, when [server] metrics = true). SIGTERM stops it gracefully: new connections
+are refused, requests in flight get shutdown_timeout seconds to finish, then any still
+waiting is answered 503 with Retry-After; it exits within about a second more.
+
+With [renewal] enabled = true, conversations are renewed ({"renew": session}); the
+secret that signs sessions comes only from GEMINI_TOKENS_BROKER_SECRET.
 
 Settings come from the TOML file, overridden by GEMINI_TOKENS_<SECTION>_<KEY> variables
 (e.g. GEMINI_TOKENS_SERVER_PORT=9000, GEMINI_TOKENS_LIMITS_STORAGE=redis://...,
