@@ -83,13 +83,21 @@ def config(
 
 
 class Serve:
-    """One ``gemini-tokens serve`` process; ``url`` is its token endpoint."""
+    """One ``gemini-tokens serve`` process; ``url`` is its token endpoint.
+
+    ``toml`` None: no ``--config`` (and no ./broker.toml: it runs in an empty directory).
+    """
 
     def __init__(
-        self, tmp_path: Path, toml: str, emulator: Emulator, *args: str, **env: str
+        self, tmp_path: Path, toml: str | None, emulator: Emulator, *args: str, **env: str
     ) -> None:
         self.config = tmp_path / f"broker-{id(self)}.toml"
-        self.config.write_text(toml)
+        config = ["--config", str(self.config)]
+        if toml is None:
+            config = []
+            (tmp_path / "no-config").mkdir(exist_ok=True)
+        else:
+            self.config.write_text(toml)
         self.stderr_path = tmp_path / f"serve-{id(self)}.err"
         environment = {
             **os.environ,
@@ -102,11 +110,12 @@ class Serve:
             environment.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gemini_tokens", "serve", "--config", str(self.config), *args],
+            [sys.executable, "-m", "gemini_tokens", "serve", *config, *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             env=environment,
             text=True,
+            cwd=tmp_path / "no-config" if toml is None else None,
         )
         self.base = self._wait_for_url()
         self.url = self.base + "/token"
@@ -172,7 +181,7 @@ def emulator() -> Iterator[Emulator]:
 def start(tmp_path: Path, emulator: Emulator) -> Iterator[Any]:
     started: list[Serve] = []
 
-    def start(toml: str, *args: str, **env: str) -> Serve:
+    def start(toml: str | None, *args: str, **env: str) -> Serve:
         serve = Serve(tmp_path, toml, emulator, *args, **env)
         started.append(serve)
         return serve

@@ -309,4 +309,5 @@ async def test_draining_refuses_requests_on_open_connections(app: App) -> None:
     assert body == {"error": {"code": 503, "status": "UNAVAILABLE", "message": "shutting down"}}
     response = await app.http.get("/readyz")
     assert response.status == 503
+    assert await response.json() == {"status": "draining"}  # readiness says why
     assert (await app.http.get("/healthz")).status == 200  # still alive

@@ -138,3 +138,80 @@ def test_an_http_upstream_elsewhere_needs_allow_insecure_http(
         + '\n[upstream]\nbase_url = "http://emulator.test:8765"\nallow_insecure_http = true\n'
     )
     assert main(["serve", "--config", str(config), "--check"]) == 0
+
+
+SECRET = "renewal-secret-" + "r" * 40
+
+
+def test_check_needs_the_secret_when_renewal_is_on(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GEMINI_TOKENS_BROKER_SECRET", raising=False)
+    config.write_text(
+        CONFIG.replace('model = "gemini-live"', 'model = "gemini-live"\nmax_session_minutes = 30')
+        + '\n[renewal]\nenabled = true\nrate_limits = ["30/hour"]\n'
+    )
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"gemini-tokens: error: {config}: renewal.enabled: needs the signing secret in "
+        "GEMINI_TOKENS_BROKER_SECRET (at least 32"
+    )
+    monkeypatch.setenv("GEMINI_TOKENS_BROKER_SECRET", SECRET)
+    assert main(["serve", "--config", str(config), "--check"]) == 0
+    out = capsys.readouterr()
+    assert "; renewal: 1 per caller; listens on" in out.out
+    assert SECRET not in out.out + out.err
+
+
+def test_a_mistyped_redis_uri_in_check_never_shows_its_password(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#6: one slash short, quoted in the error with the password masked."""
+    config.write_text(
+        CONFIG.replace("[limits]", '[limits]\nstorage = "redis:/:hunter2-pw@redis.internal/0"')
+    )
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    out = capsys.readouterr()
+    assert f"{config}: limits.storage: " in out.err
+    assert "hunter2" not in out.out + out.err
+
+
+def test_dev_without_a_config_file_runs_a_development_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "a-key-for-check")
+    monkeypatch.delenv("GEMINI_TOKENS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./broker.toml
+    assert main(["serve", "--dev", "--check"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == (
+        "--dev (no config file): OK: authorizer gemini_tokens.serve._app:allow_everyone; "
+        "policies: default; limits: 0 per caller, 0 global on memory; "
+        "listens on 127.0.0.1:8080/token"
+    )
+    assert "DEVELOPMENT MODE" in out.err
+    assert (
+        "No config file: a DEVELOPMENT POLICY for anyone reaching 127.0.0.1:\n"
+        "*   model gemini-2.5-flash-native-audio-preview-12-2025, uses=1, 10 minutes." in out.err
+    )
+    assert main(["serve", "--dev", "--check", "--model", "gemini-live-x"]) == 0
+    assert "model gemini-live-x, uses=1, 10 minutes" in capsys.readouterr().err
+    # Without --dev a missing file is still an error, and --model needs --dev.
+    assert main(["serve", "--check"]) == 2
+    assert "broker.toml: file: cannot be read" in capsys.readouterr().err
+    assert main(["serve", "--check", "--model", "m"]) == 2
+    assert "--model: only with --dev and no config file" in capsys.readouterr().err
+
+
+def test_the_development_settings() -> None:
+    from gemini_tokens.serve._cli import dev_settings
+
+    settings = dev_settings("gemini-live-x", environ={"GEMINI_TOKENS_SERVER_PORT": "9002"})
+    assert settings.policy is not None
+    policy = settings.policy
+    assert (policy.model, policy.uses, policy.expire_minutes) == ("gemini-live-x", 1, 10)
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 9002)
+    assert settings.server.allowed_origins == ("*",)
+    assert settings.dev is True
+    assert settings.renewal.enabled is False

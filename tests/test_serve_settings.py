@@ -319,14 +319,14 @@ SINGLE = GOOD[: GOOD.index("[policies]")] + '[policy]\nmodel = "m"\n'
         (GOOD, "[auth.jwt]", 'isuer = "x"', "auth.jwt.isuer", "did you mean 'issuer'?"),
         (GOOD, "[policies]", 'clam = "x"', "policies.clam", "did you mean 'claim'?"),
         (GOOD, "[policies.free]", "use = 1", "policies.free.use", "did you mean 'uses'?"),
-        # Renewal is not something the service does: its cap is not a setting.
         (
-            GOOD,
-            "[policies.pro]",
-            "max_session_minutes = 5",
-            "policies.pro.max_session_minutes",
-            "is not a setting",
+            GOOD + "\n[renewal]\nenabled = false\n",
+            "[renewal]",
+            'rate_limit = ["1/hour"]',
+            "renewal.rate_limit",
+            "did you mean 'rate_limits'?",
         ),
+        (GOOD, "[policies.pro]", "max_session = 5", "policies.pro.max_session", "did you"),
         (SINGLE, "[policy]", 'modle = "m"', "policy.modle", "did you mean 'model'?"),
         (GOOD, "", "[srever]", "[srever]", "is not a section; did you mean [server]?"),
         (GOOD, "", "[metrics]", "[metrics]", "the sections are [audit], [auth], [limits]"),
@@ -481,16 +481,144 @@ DOCS = Path(__file__).parent.parent / "docs" / "serve.md"
 
 def test_the_docs_complete_broker_toml_is_valid() -> None:
     complete, *idps = _toml_blocks(DOCS)
-    s = parse(complete)
+    s = parse(complete, GEMINI_TOKENS_BROKER_SECRET="a-docs-secret-" + "d" * 32)
     assert s.policy_names() == ["free", "pro"]
+    assert s.renewal.enabled is True
+    assert s.policies is not None
+    assert [p.max_session_minutes for p in s.policies.tables.values()] == [20, 90]
     assert s.limits.storage.startswith("redis://")
     # Each identity provider's [auth.jwt] in place of the complete file's.
     head, _, rest = complete.partition("[auth.jwt]")
     tail = rest[rest.index("[policies]") :]
     assert len(idps) == 3
     for idp in idps:
-        settings = parse(head + idp + "\n" + tail)
+        settings = parse(head + idp + "\n" + tail, GEMINI_TOKENS_BROKER_SECRET="d" * 32)
         assert settings.auth.jwt is not None
         assert settings.auth.jwt.jwks_url is not None
         assert settings.auth.jwt.jwks_url.startswith("https://")
         assert " " not in settings.auth.jwt.jwks_url
+
+
+# --- [renewal] --------------------------------------------------------------------------------
+
+BROKER_SECRET = "renewal-secret-" + "r" * 40
+RENEWAL = (
+    GOOD.replace("expire_minutes = 30\n", "expire_minutes = 30\nmax_session_minutes = 45\n")
+    + """
+[renewal]
+enabled = true
+rate_limits = ["30/hour"]
+"""
+)
+
+
+def test_renewal_is_read_with_the_secret_from_its_variable() -> None:
+    s = parse(RENEWAL, GEMINI_TOKENS_BROKER_SECRET=BROKER_SECRET)
+    assert s.renewal.enabled is True
+    assert s.renewal.rate_limits == ("30/hour",)
+    assert s.renewal.secret == BROKER_SECRET
+    assert s.policies is not None
+    assert s.policies.tables["pro"].max_session_minutes == 45
+    assert s.policies.tables["free"].max_session_minutes == 60  # the broker's default
+    assert BROKER_SECRET not in repr(s)
+    assert BROKER_SECRET not in repr(s.renewal)
+    # Off by default, and off needs no secret.
+    assert parse(GOOD).renewal.enabled is False
+    off = parse(RENEWAL.replace("enabled = true", "enabled = false"))
+    assert (off.renewal.enabled, off.renewal.secret) == (False, None)
+    # A variable turns it on.
+    on = parse(
+        GOOD, GEMINI_TOKENS_RENEWAL_ENABLED="true", GEMINI_TOKENS_BROKER_SECRET=BROKER_SECRET
+    )
+    assert on.renewal.enabled is True
+
+
+def test_renewal_without_a_secret_names_the_variable_to_set() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(RENEWAL)
+    assert (info.value.source, info.value.key) == ("broker.toml", "renewal.enabled")
+    assert "GEMINI_TOKENS_BROKER_SECRET" in info.value.rule
+    assert "at least 32" in info.value.rule
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD, GEMINI_TOKENS_RENEWAL_ENABLED="yes")
+    assert str(info.value).startswith("GEMINI_TOKENS_RENEWAL_ENABLED (renewal.enabled): needs")
+
+
+def test_a_short_secret_is_refused_without_being_shown() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(RENEWAL, GEMINI_TOKENS_BROKER_SECRET="short-secret-9x")
+    assert str(info.value) == (
+        "GEMINI_TOKENS_BROKER_SECRET (renewal.secret): must be at least 32 bytes"
+    )
+    assert "short-secret-9x" not in repr(info.value.args)
+
+
+def test_a_secret_in_the_file_is_refused_naming_the_variable_to_use() -> None:
+    text = RENEWAL.replace("enabled = true", 'enabled = true\nsecret = "' + BROKER_SECRET + '"')
+    with pytest.raises(SettingsError) as info:
+        parse(text, GEMINI_TOKENS_BROKER_SECRET=BROKER_SECRET)
+    assert (info.value.source, info.value.key) == ("broker.toml", "renewal.secret")
+    assert info.value.rule == (
+        "is never read from the file; set the GEMINI_TOKENS_BROKER_SECRET environment variable"
+    )
+    assert BROKER_SECRET not in str(info.value)
+    with pytest.raises(SettingsError) as info:
+        parse(RENEWAL, GEMINI_TOKENS_RENEWAL_SECRET=BROKER_SECRET)
+    assert str(info.value) == (
+        "GEMINI_TOKENS_RENEWAL_SECRET (renewal.secret): is read only from "
+        "GEMINI_TOKENS_BROKER_SECRET, not GEMINI_TOKENS_RENEWAL_SECRET"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "rule"),
+    [
+        ('rate_limits = ["30/fortnight"]', "renewal.rate_limits", "30/fortnight"),
+        ('enabled = "yes"', "renewal.enabled", "must be true or false"),
+    ],
+)
+def test_a_bad_renewal_setting_is_named(line: str, key: str, rule: str) -> None:
+    field = line.split(" = ")[0]
+    text = "\n".join(line if row.startswith(field + " =") else row for row in RENEWAL.splitlines())
+    with pytest.raises(SettingsError) as info:
+        parse(text, GEMINI_TOKENS_BROKER_SECRET=BROKER_SECRET)
+    assert (info.value.source, info.value.key) == ("broker.toml", key)
+    assert rule in info.value.rule
+
+
+def test_a_bad_max_session_minutes_is_named() -> None:
+    text = RENEWAL.replace("max_session_minutes = 45", "max_session_minutes = -1")
+    with pytest.raises(SettingsError) as info:
+        parse(text, GEMINI_TOKENS_BROKER_SECRET=BROKER_SECRET)
+    assert info.value.key == "policies.pro.max_session_minutes", str(info.value)
+
+
+def test_a_mistyped_redis_uri_never_shows_its_password() -> None:
+    """#6: ``redis:/:password@host/0`` (one slash short) named, its password never shown."""
+    with pytest.raises(SettingsError) as info:
+        parse(GOOD.replace("redis://127.0.0.1:6379/0", "redis:/:hunter2-pw@redis.internal/0"))
+    assert (info.value.source, info.value.key) == ("broker.toml", "limits.storage")
+    for text in (str(info.value), repr(info.value), repr(info.value.args)):
+        assert "hunter2" not in text
+
+
+def test_a_mistyped_redis_uri_given_to_the_broker_never_shows_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """#6, through ``TokenBroker(storage_uri=...)``: named, its password in no text of the
+    error, its cause or its traceback."""
+    import traceback
+
+    from gemini_tokens.broker import Caller, Policy, TokenBroker
+
+    monkeypatch.setenv("GEMINI_API_KEY", "a-key-for-the-broker")
+    with pytest.raises(ConfigurationError) as info:
+        TokenBroker(
+            authorize=lambda request: Caller(id="x"),
+            policy=Policy(model="m"),
+            storage_uri="redis:/:hunter2-pw@redis.internal/0",
+        )
+    assert str(info.value).startswith("storage_uri: ")
+    text = "".join(traceback.format_exception(info.value))
+    for shown in (text, repr(info.value), repr(info.value.args)):
+        assert "hunter2" not in shown

@@ -4,14 +4,17 @@
 authorizer, one policy or several chosen by a caller attribute, limits, audit sink);
 `build_app` serves it next to ``/healthz``, ``/readyz`` and, optionally, ``/metrics``, with
 structured access logs and an OpenTelemetry span per decision; `run` listens until SIGTERM
-(or Ctrl-C), then stops accepting, lets in-flight requests finish (``shutdown_timeout``) and
-exits.
+(or Ctrl-C), then stops accepting, lets in-flight requests finish (``shutdown_timeout``),
+cuts off the decisions still waiting (503, audited) and exits, all within about a second
+more than ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import datetime as dt
 import json
 import logging
 import os
@@ -28,6 +31,7 @@ from gemini_tokens.broker import (
     AuditEvent,
     AuditSink,
     Authorize,
+    BrokerRequest,
     Caller,
     Denied,
     JWTAuthorizer,
@@ -44,6 +48,7 @@ from gemini_tokens.serve._settings import ServeSettings, SettingsError, Settings
 __all__ = [
     "JsonFormatter",
     "JsonLinesSink",
+    "allow_everyone",
     "build_app",
     "build_broker",
     "client_for",
@@ -59,6 +64,20 @@ access_logger = logging.getLogger("gemini_tokens.serve.access")
 #: Seconds a readiness answer is reused (probes every few seconds must not hammer Google).
 READY_CACHE_SECONDS = 5.0
 UPSTREAM_PROBE_TIMEOUT = 3.0
+#: After ``shutdown_timeout``: seconds the cut-off answers get to be written, then seconds
+#: aiohttp gets per step of its own shutdown (it waits for handlers, cancels them, waits
+#: again: twice its timeout in all, which is why the drain is done here, not by aiohttp).
+CUT_OFF_FLUSH_SECONDS = 0.3
+AIOHTTP_SHUTDOWN_SECONDS = 0.2
+#: What a caller whose decision was cut off, or refused while draining, is told.
+SHUTTING_DOWN = "shutting down"
+CUT_OFF = "the service is shutting down; try again"
+
+#: Set in a decision's context: appended to when the audit sink records the decision, so
+#: that a decision cut off at shutdown is audited once, by the broker or else by the service.
+_AUDITED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "gemini_tokens_serve_audited", default=None
+)
 
 _BROKER = web.AppKey("gemini_tokens_broker", TokenBroker)
 _STATE = web.AppKey("gemini_tokens_serve_state", dict)
@@ -103,9 +122,9 @@ def _policy_source(settings: ServeSettings) -> PolicySource:
     return choose
 
 
-def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]:
+def _audit_sink(settings: ServeSettings) -> tuple[Callable[[AuditEvent], None], Callable[[], None]]:
     """The audit sink, and its closer. (The broker itself reports each event to
-    OpenTelemetry.)"""
+    OpenTelemetry.) The sink marks the decision in whose context it runs as audited."""
     sink: Callable[[AuditEvent], None]
     close: Callable[[], None] = lambda: None  # noqa: E731
     if settings.audit.sink == "jsonl":
@@ -118,8 +137,15 @@ def _audit_sink(settings: ServeSettings) -> tuple[AuditSink, Callable[[], None]]
         sink, close = jsonl, jsonl.close
     else:
         sink = log_audit_event
+    inner = sink
 
-    return sink, close
+    def audit(event: AuditEvent) -> None:
+        audited = _AUDITED.get()
+        if audited is not None:
+            audited.append(True)
+        inner(event)
+
+    return audit, close
 
 
 def client_for(settings: ServeSettings) -> AsyncClient:
@@ -147,6 +173,14 @@ def build_broker(
     Raises:
         ConfigurationError: no API key, an authorizer that cannot be imported, ...
     """
+    broker, _, close_audit = _build_broker(settings, client=client)
+    return broker, close_audit
+
+
+def _build_broker(
+    settings: ServeSettings, *, client: AsyncClient | None = None
+) -> tuple[TokenBroker, AuditSink, Callable[[], None]]:
+    """`build_broker`, and the audit sink (the service audits its own cut-offs to it)."""
     authorize: Authorize
     if settings.auth.jwt is not None:
         authorize = JWTAuthorizer(settings.auth.jwt)
@@ -166,8 +200,11 @@ def build_broker(
         audit=audit,
         client=client,
         on_limiter_error=settings.limits.on_storage_error,
+        renewal=settings.renewal.enabled,
+        secret=settings.renewal.secret,
+        renewal_rate_limits=settings.renewal.rate_limits,
     )
-    return broker, close_audit
+    return broker, audit, close_audit
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -237,18 +274,113 @@ def _access_log(request: web.Request, status: int, started: float) -> None:
     )
 
 
+def _cors_headers(request: web.Request, settings: ServeSettings) -> dict[str, str]:
+    """The broker's CORS headers for an answer the service gives itself (a page must be
+    able to read a 503 and its ``Retry-After``)."""
+    origin = request.headers.get("Origin")
+    allowed = settings.server.allowed_origins
+    if origin is None or not ("*" in allowed or origin in allowed):
+        return {"Vary": "Origin"}
+    return {
+        "Vary": "Origin",
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "Retry-After",
+    }
+
+
 def build_app(
     settings: ServeSettings,
     broker: TokenBroker,
     client: AsyncClient,
     *,
     metrics_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+    audit: AuditSink | None = None,
 ) -> web.Application:
     """The aiohttp application: the broker at ``settings.server.path``, health, readiness,
-    metrics."""
-    state: dict[str, Any] = {"draining": False, "in_flight": 0}
+    metrics.
+
+    ``audit`` is the sink the service records its own answers to a token request in (one
+    refused while draining, one cut off at shutdown); default: the audit log.
+    """
+    #: decisions: the token requests being decided, which `serve` cuts off at the deadline;
+    #: cut_off: those it cut off; idle: set when nothing is in flight while draining.
+    state: dict[str, Any] = {
+        "draining": False,
+        "in_flight": 0,
+        "decisions": set(),
+        "cut_off": set(),
+        "idle": asyncio.Event(),
+    }
     readiness = _Readiness(broker, client, settings)
     token_path = settings.server.path
+    sink: AuditSink = log_audit_event if audit is None else audit
+
+    async def record(request: web.Request, started: float, reason: str, detail: str) -> None:
+        """One audit event for a token request the service answered itself (503)."""
+        event = AuditEvent(
+            time=dt.datetime.now(dt.timezone.utc)
+            - dt.timedelta(seconds=time.perf_counter() - started),
+            # Cut off: the token service had not answered in time. Refused while draining:
+            # turned away for a moment (503, Retry-After), as when the limiter is down.
+            outcome="upstream_error" if reason == "shutdown_cut_off" else "limited",
+            reason=reason,
+            status=503,
+            detail=detail,
+            client_address=request.remote,
+            origin=request.headers.get("Origin"),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        try:
+            result = sink(event)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            logger.exception("gemini-tokens serve: the audit sink raised; the event was lost")
+
+    def unavailable(request: web.Request, message: str) -> web.Response:
+        return web.Response(
+            body=error_body(503, message),
+            status=503,
+            content_type="application/json",
+            headers={
+                "Connection": "close",
+                "Retry-After": "1",
+                "Cache-Control": "no-store",
+                **_cors_headers(request, settings),
+            },
+        )
+
+    async def decide(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        started: float,
+    ) -> web.StreamResponse:
+        """The broker's decision in a task of its own, which `serve` may cut off: the
+        caller then gets a 503 (no answer had started), audited once."""
+
+        async def in_span() -> web.StreamResponse:
+            with decision_span(request.method, token_path):
+                return await handler(request)
+
+        audited: list[bool] = []
+        mark = _AUDITED.set(audited)
+        try:
+            task = asyncio.ensure_future(in_span())  # a copy of this context, the mark in it
+        finally:
+            _AUDITED.reset(mark)
+        state["decisions"].add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task not in state["cut_off"]:
+                raise
+            if not audited:
+                await record(request, started, "shutdown_cut_off", CUT_OFF)
+            return unavailable(request, CUT_OFF)
+        finally:
+            state["decisions"].discard(task)
+            state["cut_off"].discard(task)
 
     @web.middleware
     async def middleware(
@@ -256,22 +388,18 @@ def build_app(
     ) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
-        if state["draining"] and request.path != "/healthz":
+        is_decision = request.path.rstrip("/") == token_path and request.method != "OPTIONS"
+        if state["draining"] and request.path not in ("/healthz", "/readyz"):
             # A request on a kept-alive connection after SIGTERM: refused, and told why.
             status = 503
             _access_log(request, status, started)
-            return web.Response(
-                body=error_body(503, "shutting down"),
-                status=503,
-                content_type="application/json",
-                headers={"Connection": "close", "Retry-After": "1", "Cache-Control": "no-store"},
-            )
+            if is_decision:
+                await record(request, started, "shutting_down", SHUTTING_DOWN)
+            return unavailable(request, SHUTTING_DOWN)
         state["in_flight"] += 1
         try:
-            is_decision = request.path.rstrip("/") == token_path and request.method != "OPTIONS"
             if is_decision:
-                with decision_span(request.method, token_path):
-                    response = await handler(request)
+                response = await decide(request, handler, started)
             else:
                 response = await handler(request)
             status = response.status
@@ -281,6 +409,8 @@ def build_app(
             raise
         finally:
             state["in_flight"] -= 1
+            if state["draining"] and not state["in_flight"]:
+                state["idle"].set()
             _access_log(request, status, started)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -400,9 +530,9 @@ async def serve(
         stop: An event that stops the service (default: one set by SIGTERM and SIGINT).
     """
     client = client_for(settings)
-    broker, close_audit = build_broker(settings, client=client)
+    broker, audit, close_audit = _build_broker(settings, client=client)
     metrics_handler = _prometheus_handler() if settings.server.metrics else None
-    app = build_app(settings, broker, client, metrics_handler=metrics_handler)
+    app = build_app(settings, broker, client, metrics_handler=metrics_handler, audit=audit)
 
     async def close_client(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -410,11 +540,9 @@ async def serve(
         close_audit()
 
     app.cleanup_ctx.append(close_client)
+    # The drain is ours (`_drain`); aiohttp's own shutdown only closes what is left.
     runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=settings.server.shutdown_timeout,
+        app, access_log=None, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_SECONDS
     )
     await runner.setup()
     try:
@@ -438,17 +566,44 @@ async def serve(
         if ready is not None:
             ready(url)
         await stop.wait()
-        app[_STATE]["draining"] = True
-        logger.info(
-            "gemini-tokens serve: stopping; %d request(s) in flight get up to %gs",
-            app[_STATE]["in_flight"],
-            settings.server.shutdown_timeout,
-        )
+        # New connections are refused at once (the load balancer moves on); requests on
+        # connections already open are answered 503 by the middleware.
+        await site.stop()
+        await _drain(app[_STATE], settings.server.shutdown_timeout)
     finally:
-        # Closes the listening socket first (new connections are refused), then waits for
-        # the requests in flight, then runs the cleanups (the client, the audit file).
+        # What is left: idle connections, requests that are not decisions (a readiness
+        # probe), then the cleanups (the client, the audit file).
         await runner.cleanup()
     logger.info("gemini-tokens serve: stopped")
+
+
+async def _drain(state: dict[str, Any], timeout: float) -> None:
+    """Let the requests in flight finish for up to ``timeout`` seconds, then cut off the
+    decisions still waiting (each answered 503 with ``Retry-After``, and audited)."""
+    state["draining"] = True
+    logger.info(
+        "gemini-tokens serve: stopping; %d request(s) in flight get up to %gs",
+        state["in_flight"],
+        timeout,
+    )
+    idle: asyncio.Event = state["idle"]
+    if not state["in_flight"]:
+        idle.set()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(idle.wait(), timeout)
+    decisions = list(state["decisions"])
+    if not decisions:
+        return
+    logger.warning(
+        "gemini-tokens serve: cutting off %d decision(s) still waiting after %gs",
+        len(decisions),
+        timeout,
+    )
+    for task in decisions:
+        state["cut_off"].add(task)
+        task.cancel()
+    with contextlib.suppress(asyncio.TimeoutError):  # the 503s written
+        await asyncio.wait_for(idle.wait(), CUT_OFF_FLUSH_SECONDS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -514,6 +669,11 @@ def run(settings: ServeSettings) -> int:
     finally:
         shutdown_telemetry()
     return 0
+
+
+async def allow_everyone(request: BrokerRequest) -> Caller:
+    """``--dev`` without a config file: every caller gets in, named by its address."""
+    return Caller(id=f"dev:{request.client_address or 'local'}")
 
 
 def load_authorizer(spec: str) -> Callable[..., Any]:

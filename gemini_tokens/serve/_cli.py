@@ -2,7 +2,8 @@
 
 ``gemini-tokens serve --config broker.toml`` runs the broker as a service;
 ``--check`` validates the settings (file and environment) and exits; ``--dev`` listens on
-loopback only, lets any origin in, and says so loudly.
+loopback only, lets any origin in, and says so loudly (with no config file, it runs a
+development policy: ``--model``, ``uses=1``, 10 minutes, anyone on this machine).
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_serve_command", "run_serve"]
+if TYPE_CHECKING:
+    from gemini_tokens.serve._settings import ServeSettings
+
+__all__ = ["DEV_MODEL", "add_serve_command", "dev_settings", "run_serve"]
+
+#: The model of ``--dev`` without a config file when ``--model`` is not given.
+DEV_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+#: Where ``--dev``'s development settings say they came from (errors name it).
+DEV_SOURCE = "--dev (no config file)"
 
 _DESCRIPTION = """\
 Run the token broker as a service: it verifies your users' JWTs (or calls your
@@ -21,9 +30,13 @@ module:function authorizer), applies the policy, the rate limits and the allowed
 mints with the API key from GEMINI_API_KEY, and audits every decision.
 
 Endpoints: POST <path> (tokens; default /token), GET /healthz (alive), GET /readyz
-(limiter storage, token service and JWKS reachable), GET /metrics (Prometheus, when
-[server] metrics = true). SIGTERM stops it gracefully: new connections are refused,
-requests in flight finish.
+(limiter storage and token service reachable, JWT keys at hand), GET /metrics
+(Prometheus, when [server] metrics = true). SIGTERM stops it gracefully: new connections
+are refused, requests in flight get shutdown_timeout seconds to finish, then any still
+waiting is answered 503 with Retry-After; it exits within about a second more.
+
+With [renewal] enabled = true, conversations are renewed ({"renew": session}); the
+secret that signs sessions comes only from GEMINI_TOKENS_BROKER_SECRET.
 
 Settings come from the TOML file, overridden by GEMINI_TOKENS_<SECTION>_<KEY> variables
 (e.g. GEMINI_TOKENS_SERVER_PORT=9000, GEMINI_TOKENS_LIMITS_STORAGE=redis://...,
@@ -37,6 +50,10 @@ _DEV_WARNING = """\
 *   listening on 127.0.0.1 only, and ANY web origin may get tokens.  *
 *   Never run --dev in production.                                   *
 **********************************************************************"""
+
+_DEV_POLICY = """* No config file: a DEVELOPMENT POLICY for anyone reaching 127.0.0.1:
+*   model {model}, uses=1, 10 minutes.
+*   Write a broker.toml (docs/serve.md) for anything else."""
 
 
 def add_serve_command(commands: Any, *, port: Callable[[str], int]) -> None:
@@ -56,8 +73,9 @@ def add_serve_command(commands: Any, *, port: Callable[[str], int]) -> None:
     serve.add_argument(
         "--config",
         metavar="FILE",
-        default=os.environ.get("GEMINI_TOKENS_CONFIG", "broker.toml"),
-        help="the settings file (default: $GEMINI_TOKENS_CONFIG or ./broker.toml)",
+        default=None,
+        help="the settings file (default: $GEMINI_TOKENS_CONFIG or ./broker.toml; with --dev "
+        "and neither, a development policy)",
     )
     serve.add_argument(
         "--check",
@@ -71,6 +89,11 @@ def add_serve_command(commands: Any, *, port: Callable[[str], int]) -> None:
     )
     # Checked by the flag's type, so that an error names the flag, not the setting.
     serve.add_argument("--port", type=port, metavar="N", help="override [server] port")
+    serve.add_argument(
+        "--model",
+        metavar="MODEL",
+        help=f"--dev without a config file: the model tokens are for (default: {DEV_MODEL})",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -80,14 +103,27 @@ def run_serve(args: argparse.Namespace) -> int:
     A bad setting raises `SettingsError` (a ConfigurationError: the CLI prints it on one
     line and exits 2) before anything listens.
     """
+    from gemini_tokens import ConfigurationError
     from gemini_tokens.serve._settings import load_settings
 
     environ = dict(os.environ)
     if args.port is not None:
         environ["GEMINI_TOKENS_SERVER_PORT"] = str(args.port)
-    settings = load_settings(args.config, environ=environ, dev=args.dev)
+    config = args.config or environ.get("GEMINI_TOKENS_CONFIG")
+    development = args.dev and config is None and not os.path.exists("broker.toml")
+    if args.model is not None and not development:
+        raise ConfigurationError(
+            "--model: only with --dev and no config file (a broker.toml names its models)"
+        )
+    if development:
+        settings = dev_settings(args.model or DEV_MODEL, environ=environ)
+    else:
+        settings = load_settings(config or "broker.toml", environ=environ, dev=args.dev)
     if args.dev:
         print(_DEV_WARNING, file=sys.stderr, flush=True)
+    if development:
+        assert settings.policy is not None
+        print(_DEV_POLICY.format(model=settings.policy.model), file=sys.stderr, flush=True)
     if args.check:
         # Build everything that can fail without the network: the authorizer (PEM file,
         # module:function), the policies, limits and storage, the client (API key).
@@ -99,10 +135,12 @@ def run_serve(args: argparse.Namespace) -> int:
         auth = settings.auth
         who = "JWT" if auth.jwt is not None else f"authorizer {auth.authorizer}"
         limits, server = settings.limits, settings.server
+        renewal = settings.renewal
+        renews = f"renewal: {len(renewal.rate_limits)} per caller; " if renewal.enabled else ""
         print(
             f"{settings.source}: OK: {who}; policies: {names}; limits: "
             f"{len(limits.per_caller)} per caller, {len(limits.global_)} global "
-            f"on {limits.storage.split('://', 1)[0]}; listens on "
+            f"on {limits.storage.split('://', 1)[0]}; {renews}listens on "
             f"{server.host}:{server.port}{server.path}"
         )
         del broker
@@ -110,3 +148,18 @@ def run_serve(args: argparse.Namespace) -> int:
     from gemini_tokens.serve._app import run
 
     return run(settings)
+
+
+def dev_settings(model: str, *, environ: dict[str, str] | None = None) -> ServeSettings:
+    """``--dev`` without a config file: a development policy (``model``, ``uses=1``, 10
+    minutes) for anyone who reaches the loopback listener, and no rate limits.
+
+    The ``GEMINI_TOKENS_*`` variables still apply (``GEMINI_TOKENS_SERVER_PORT``...).
+    """
+    from gemini_tokens.serve._settings import parse_settings
+
+    tables = {
+        "auth": {"authorizer": "gemini_tokens.serve._app:allow_everyone"},
+        "policy": {"model": model, "uses": 1, "expire_minutes": 10},
+    }
+    return parse_settings(tables, source=DEV_SOURCE, environ=environ, dev=True)

@@ -20,6 +20,7 @@ The sections (see docs/serve.md for a complete file)::
     [audit]     sink ("log" or "jsonl"), path
     [auth]      authorizer ("module:function"), or a [jwt] section
     [auth.jwt]  the `JWTSettings` fields (variables: GEMINI_TOKENS_JWT_<KEY>)
+    [renewal]   enabled, rate_limits (the secret only from GEMINI_TOKENS_BROKER_SECRET)
     [policy]    one `Policy` for everyone; or
     [policies]  claim, default, and one [policies.NAME] `Policy` table per policy
 """
@@ -62,6 +63,7 @@ __all__ = [
     "AuthSettings",
     "LimitsSettings",
     "PolicyTables",
+    "RenewalSettings",
     "ServeSettings",
     "ServerSettings",
     "SettingsError",
@@ -72,14 +74,19 @@ __all__ = [
 ]
 
 ENV_PREFIX = "GEMINI_TOKENS_"
+#: The one variable the renewal secret is read from (never the file), as the broker reads it.
+SECRET_ENV = "GEMINI_TOKENS_BROKER_SECRET"
+#: The shortest secret `TokenBroker` accepts, in bytes (UTF-8).
+MIN_SECRET_BYTES = 32
 
 #: Field metadata: the field's key in the file when it is not the attribute's name, or
 #: None for a field the file does not give.
 _KEY = "gemini_tokens.serve.key"
 #: Field metadata: a mapping whose entries sit in the section itself ([policies.NAME]).
 _INLINE = "gemini_tokens.serve.inline"
-#: Fields of the broker's classes a file does not take (renewal is not a serve feature).
-_NOT_IN_FILE: dict[type, frozenset[str]] = {Policy: frozenset({"max_session_minutes"})}
+#: Fields of the broker's classes a file does not take (none today: with [renewal], a
+#: policy's max_session_minutes is a setting too).
+_NOT_IN_FILE: dict[type, frozenset[str]] = {}
 #: ``GEMINI_TOKENS_JWT_*`` set ``[auth.jwt]``: the one section whose name is not its path.
 _SECTION_PATHS = {"jwt": ("auth", "jwt")}
 
@@ -286,6 +293,26 @@ class AuthSettings:
 
 
 @attrs.frozen(kw_only=True)
+class RenewalSettings:
+    """``[renewal]``: conversations that outlast a token (``{"renew": session}``).
+
+    The secret that signs sessions is never read from the file: it comes from
+    ``GEMINI_TOKENS_BROKER_SECRET`` (at least 32 bytes, the same on every replica).
+
+    Attributes:
+        enabled: Answer with a signed ``session`` and renew it (`TokenBroker`'s
+            ``renewal``). Each policy's ``max_session_minutes`` caps a conversation.
+        rate_limits: Limits per caller on renewals, e.g. ``("30/hour",)``, apart from
+            ``[limits] per_caller`` (the global limits count renewals too).
+        secret: The signing secret, from ``GEMINI_TOKENS_BROKER_SECRET`` (never in a repr).
+    """
+
+    enabled: bool = False
+    rate_limits: tuple[str, ...] = attrs.field(default=(), validator=_limits)
+    secret: str | None = attrs.field(default=None, repr=False, metadata={_KEY: None})
+
+
+@attrs.frozen(kw_only=True)
 class PolicyTables:
     """``[policies]``: a policy per caller, picked by one of the caller's attributes.
 
@@ -320,6 +347,7 @@ class ServeSettings:
         limits: ``[limits]``.
         audit: ``[audit]``.
         auth: ``[auth]`` (exactly one of its authorizer and its JWT settings).
+        renewal: ``[renewal]``.
         policy: ``[policy]``, one policy for everyone; or
         policies: ``[policies]``, a policy per caller (exactly one of the two).
         source: Where the settings came from (the file's path).
@@ -331,6 +359,7 @@ class ServeSettings:
     limits: LimitsSettings = attrs.field(factory=LimitsSettings)
     audit: AuditSettings = attrs.field(factory=AuditSettings)
     auth: AuthSettings = attrs.field(factory=AuthSettings)
+    renewal: RenewalSettings = attrs.field(factory=RenewalSettings)
     policy: Policy | None = None
     policies: PolicyTables | None = None
     source: str = attrs.field(default="broker.toml", metadata={_KEY: None})
@@ -739,12 +768,15 @@ def parse_settings(
     """
     import os
 
+    environ = os.environ if environ is None else environ
     tables = copy.deepcopy(dict(data))
-    origins = _apply_environment(tables, os.environ if environ is None else environ, source)
+    origins = _apply_environment(tables, environ, source)
+    _refuse_a_secret_in_the_file(tables, source, origins)
     try:
         settings = _CONVERTER.structure(tables, ServeSettings)
     except (ClassValidationError, ValidationError) as exc:
         raise _error(exc, source, origins) from None
+    renewal = _with_secret(settings.renewal, environ, source, origins)
     server = settings.server
     if dev:
         server = attrs.evolve(server, host="127.0.0.1", allowed_origins=("*",))
@@ -760,7 +792,47 @@ def parse_settings(
             # The claim must reach Caller.attributes to pick a policy.
             claims = (*auth.jwt.attribute_claims, claim)
             auth = attrs.evolve(auth, jwt=attrs.evolve(auth.jwt, attribute_claims=claims))
-    return attrs.evolve(settings, server=server, auth=auth, source=source, dev=dev)
+    return attrs.evolve(settings, server=server, auth=auth, renewal=renewal, source=source, dev=dev)
+
+
+def _refuse_a_secret_in_the_file(
+    tables: Mapping[str, Any], source: str, origins: Mapping[tuple[str, ...], str]
+) -> None:
+    """``[renewal] secret`` (or ``GEMINI_TOKENS_RENEWAL_SECRET``): refused, naming the
+    variable to use (a file is copied, committed and shown far more than an environment)."""
+    renewal = tables.get("renewal")
+    if not isinstance(renewal, Mapping) or "secret" not in renewal:
+        return
+    rule = f"is never read from the file; set the {SECRET_ENV} environment variable"
+    variable = origins.get(("renewal", "secret"))
+    if variable is not None:
+        rule = f"is read only from {SECRET_ENV}, not {variable}"
+        raise SettingsError(SettingsProblem(variable, "renewal.secret", rule, variable=True))
+    raise SettingsError(SettingsProblem(source, "renewal.secret", rule))
+
+
+def _with_secret(
+    renewal: RenewalSettings,
+    environ: Mapping[str, str],
+    source: str,
+    origins: Mapping[tuple[str, ...], str],
+) -> RenewalSettings:
+    """``renewal`` with its secret from ``GEMINI_TOKENS_BROKER_SECRET``, checked when on."""
+    if not renewal.enabled:
+        return renewal
+    secret = environ.get(SECRET_ENV)
+    if not secret:
+        enabled = origins.get(("renewal", "enabled"))
+        rule = (
+            f"needs the signing secret in {SECRET_ENV} (at least {MIN_SECRET_BYTES} random "
+            "bytes, the same on every replica), e.g. from `openssl rand -base64 48`"
+        )
+        where = (enabled, True) if enabled is not None else (source, False)
+        raise SettingsError(SettingsProblem(where[0], "renewal.enabled", rule, variable=where[1]))
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        rule = f"must be at least {MIN_SECRET_BYTES} bytes"
+        raise SettingsError(SettingsProblem(SECRET_ENV, "renewal.secret", rule, variable=True))
+    return attrs.evolve(renewal, secret=secret)
 
 
 def load_settings(

@@ -21,8 +21,10 @@ window.record = record;
 let live = null;
 let reply = "";
 
-window.connect = async (user) => {
-  const source = new TokenSource("/token", {
+// tokenUrl: the broker's endpoint, "/token" on this page's origin unless another is given
+// (a `gemini-tokens serve` process on an origin of its own, which must allow this page's).
+window.connect = async (user, tokenUrl = "/token") => {
+  const source = new TokenSource(tokenUrl, {
     headers: { Authorization: `Bearer ${user}` },
     onretry: ({ status, delayMs, attempt, message }) => {
       record.retries.push({ status, delayMs, attempt, message });
