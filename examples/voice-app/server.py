@@ -90,10 +90,10 @@ def create_app(dist: pathlib.Path = DIST, secret: str | None = None) -> FastAPI:
         policy=POLICY,
         rate_limits=["30/minute"],
         renewal=True,
-        secret=secret
-        or os.environ.get("GEMINI_TOKENS_BROKER_SECRET")
-        or secrets.token_urlsafe(32),
+        secret=secret or os.environ.get("GEMINI_TOKENS_BROKER_SECRET") or secrets.token_urlsafe(32),
         renewal_rate_limits=["600/hour"],
+        # `npm run dev`'s page: its proxy forwards the POST with the dev server's origin.
+        allowed_origins=["http://127.0.0.1:5173", "http://localhost:5173"],
     )
     app = FastAPI(title="gemini-tokens voice app")
     app.include_router(router(broker, path="/token"))  # its lifespan closes the broker
