@@ -63,9 +63,12 @@ NO_CHROMIUM = (
     "needs Chromium: install it with `apt-get install chromium` "
     "(.ci/run does) or set CHROMIUM=/path/to/chromium"
 )
-NO_NPM = "needs Node.js 20.19+ and npm: apt-get install nodejs npm"
+NO_NPM = "needs Node.js (20.19 or later) and npm: apt-get install nodejs npm"
 # Generous: a loaded 2-core machine runs Chromium, uvicorn and the emulator at once.
 WAIT_MS = 20_000
+# How long the emulator stalls a mint so that a passing state ("connecting", "resuming") can be
+# seen and photographed: far longer than Playwright's polling, even on a loaded machine.
+HOLD = 5.0
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,8 +92,13 @@ def dist() -> pathlib.Path:
     """The app built as a clean clone builds it: the package first, then the app."""
     if CHROMIUM is None:
         pytest.skip(NO_CHROMIUM)
-    if NPM is None or shutil.which("node") is None:
+    node = shutil.which("node")
+    if NPM is None or node is None:
         pytest.skip(NO_NPM)
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    major, minor = (int(part) for part in version.stdout.strip().lstrip("v").split(".")[:2])
+    if (major, minor) < (20, 19):
+        pytest.skip(f"Vite 8 needs Node.js 20.19 or later, not {version.stdout.strip()}")
     pytest.importorskip("playwright.sync_api", reason="needs playwright: pip install -e '.[test]'")
     if not (JS / "node_modules").is_dir():
         _npm("ci", cwd=JS)
@@ -183,12 +191,16 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
     # Signed in: connecting, then open.
     by("signin").click()
     expect(by("user")).to_have_text("signed in as alice", timeout=WAIT_MS)
+    gemini_emulator.delay_next(HOLD)  # the first mint: long enough to see "connecting"
     by("connect").click()
+    expect(state).to_have_text("connecting", timeout=WAIT_MS)
+    expect(reason).to_have_text("fetching a token")
+    shot("2-connecting")
     expect(state).to_have_text("open", timeout=WAIT_MS)
     expect(states).to_have_text("connecting → open")
     expect(reason).to_have_text("connected")
     expect(by("connections")).to_have_text("1")
-    shot("2-open")
+    shot("3-open")
 
     # A text turn: answered in audio (the Player schedules the chunks) with its transcript.
     by("text").fill("Hello from the test")
@@ -198,7 +210,7 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
     expect(by("model-line").last).to_contain_text('Emulator reply to "Hello from the test"')
     expect(by("model-line").last).to_contain_text("modalities=AUDIO")
     expect(by("chunks")).to_have_text("3")  # the emulator's 0.3 s tone, in 0.1 s chunks
-    shot("3-text-turn")
+    shot("4-text-turn")
 
     # A voice turn: the fake microphone streams into the session until "Done talking".
     by("talk").click()
@@ -214,10 +226,15 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
     audio = [m for m in first.messages if "audio" in m.get("realtimeInput", {})]
     assert len(audio) == sent  # every chunk the Microphone made reached the session
     assert audio[0]["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
-    shot("4-voice-turn")
+    shot("5-voice-turn")
 
     # goAway: the page renews its token, resumes on a new socket, and the conversation goes on.
-    assert gemini_emulator.go_away() == 1
+    gemini_emulator.delay_next(HOLD)  # the renewal's mint: long enough to see "resuming"
+    # (30 s left: the page, not the emulator's deadline, closes the old socket.)
+    assert gemini_emulator.go_away(time_left=30) == 1
+    expect(state).to_have_text("resuming", timeout=WAIT_MS)
+    expect(reason).to_have_text("the service sent goAway (time left 30s)")
+    shot("6-resuming")
     expect(states).to_have_text("connecting → open → resuming → open", timeout=WAIT_MS)
     expect(state).to_have_text("open")
     expect(reason).to_contain_text("resumed after the service sent goAway")
@@ -228,9 +245,10 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
     kept = by("model-line").last
     expect(kept).to_contain_text("Turn 3 of this conversation")
     expect(kept).to_contain_text('earlier turns: "Hello from the test", "[')
-    shot("5-resumed")
+    shot("7-resumed")
     accepted = [s for s in gemini_emulator.sessions if s.accepted]
     assert [s.resumed for s in accepted] == [False, True]
+    assert accepted[0].close_code == 1005  # closed by the page before resuming
     assert accepted[0].token_name != accepted[1].token_name  # a renewed token (uses=1)
 
     # Sign out: the session stays open until its next renewal, which the broker refuses.
@@ -244,7 +262,7 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
         "connecting → open → resuming → open → resuming → failed", timeout=WAIT_MS
     )
     expect(by("send")).to_be_disabled()
-    shot("6-failed-after-sign-out")
+    shot("8-failed-after-sign-out")
     _until(lambda: accepted[1].close_code is not None, "the last socket to close")
     assert len([s for s in gemini_emulator.sessions if s.accepted]) == 2  # no third socket
     assert len(gemini_emulator.tokens) == 2
