@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,6 +157,15 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], errors
 
 
+def _post(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, method="POST", headers=headers, data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _until(predicate: Any, what: str, timeout: float = WAIT_MS / 1000) -> None:
     """Wait for something the page cannot show (the emulator's side), polling."""
     deadline = time.monotonic() + timeout
@@ -252,8 +263,13 @@ def test_voice_app_talks_resumes_and_stops_renewing_after_sign_out(
     assert accepted[0].token_name != accepted[1].token_name  # a renewed token (uses=1)
 
     # Sign out: the session stays open until its next renewal, which the broker refuses.
+    (cookie,) = page.context.cookies()
     by("signout").click()
     expect(by("user")).to_have_text("signed out", timeout=WAIT_MS)
+    assert page.context.cookies() == []
+    # The server forgot the session too: the old cookie, replayed, gets no token.
+    replayed = _post(server + "token", {"Cookie": f"{cookie['name']}={cookie['value']}"})
+    assert replayed == 401
     expect(state).to_have_text("open")
     assert gemini_emulator.go_away() == 1
     expect(state).to_have_text("failed", timeout=WAIT_MS)

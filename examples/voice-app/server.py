@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import pathlib
 import secrets
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -73,7 +73,7 @@ def create_app(dist: pathlib.Path = DIST, secret: str | None = None) -> FastAPI:
         cookie: SimpleCookie = SimpleCookie()
         try:
             cookie.load(cookie_header)
-        except Exception:  # a malformed Cookie header is nobody
+        except CookieError:  # a malformed Cookie header is nobody
             return None
         morsel = cookie.get(COOKIE)
         return users.get(morsel.value) if morsel is not None else None
