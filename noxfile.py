@@ -104,7 +104,9 @@ def js(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against raw aiohttp and google-genai (the client, then the broker in a
-    FastAPI app); prints the tables, writes JSON. Arguments go to ``benchmarks/bench.py``."""
+    FastAPI app), then goAway to resumed in Chromium (examples/voice-app); prints the tables,
+    writes JSON. Arguments go to ``benchmarks/bench.py``."""
     session.install("-e", ".[bench,broker,test]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_broker.py")
+    session.run("python", "benchmarks/bench_goaway.py")  # skips without chromium/npm
