@@ -5,9 +5,10 @@ decided, from its `AuditEvent`:
 
 - a span ``gemini_tokens.broker.decision`` (kind SERVER) per decision, with
   ``gemini_tokens.outcome``, ``gemini_tokens.reason`` and ``http.response.status_code``;
-- metrics: ``gemini_tokens.broker.decisions`` (counter, by outcome and reason) and
+- metrics: ``gemini_tokens.broker.decisions`` (counter, by outcome and reason),
   ``gemini_tokens.broker.limiter.rejections`` (counter, by ``gemini_tokens.limit.scope``:
-  ``caller`` or ``global``).
+  ``caller`` or ``global``) and ``gemini_tokens.broker.live_minutes`` (counter of the Live
+  minutes granted under budgets, by outcome: ``minted`` or ``renewed``).
 
 The tracer and the meter are the library's (``gemini_tokens``), taken by name through the
 API's public functions; until the application sets an SDK they are the API's no-ops. The
@@ -26,7 +27,7 @@ from typing import Any
 from gemini_tokens import __version__
 from gemini_tokens.broker._audit import OUTCOMES, AuditEvent
 
-__all__ = ["DecisionSpan", "decision_span", "observe", "record_decision"]
+__all__ = ["DecisionSpan", "decision_span", "observe", "record_decision", "record_minutes"]
 
 INSTRUMENTATION_NAME = "gemini_tokens"
 DECISION_SPAN = "gemini_tokens.broker.decision"
@@ -234,3 +235,28 @@ def record_decision(outcome: str, reason: str | None = None) -> None:
     scope = _limit_scope(outcome, reason)
     if scope is not None:
         i.rejections.add(1, {"gemini_tokens.limit.scope": scope})
+
+
+# The minutes counter, made on first use (None: not yet).
+_minutes: Any = None
+
+
+def record_minutes(minutes: int, outcome: str) -> None:
+    """Count the Live minutes a token was granted under the budgets (no caller id).
+
+    Args:
+        minutes: The minutes charged.
+        outcome: ``minted`` or ``renewed``.
+    """
+    global _minutes
+    if minutes <= 0 or _get() is None:
+        return
+    if _minutes is None:
+        from opentelemetry import metrics
+
+        _minutes = metrics.get_meter(INSTRUMENTATION_NAME, __version__).create_counter(
+            "gemini_tokens.broker.live_minutes",
+            unit="min",
+            description="Live minutes granted to tokens under the broker's budgets",
+        )
+    _minutes.add(minutes, {"gemini_tokens.outcome": _outcome_value(outcome)})
