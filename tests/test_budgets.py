@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from gemini_tokens import ConfigurationError
-from gemini_tokens.broker import AuditEvent, BrokerRequest, TokenBroker
+from gemini_tokens.broker import AuditEvent, BrokerRequest
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import (
     close_brokers,  # noqa: F401  (an autouse fixture)
@@ -60,14 +60,20 @@ async def test_tokens_are_charged_cut_and_then_refused(
 ) -> None:
     events: list[AuditEvent] = []
     with storage(kind) as uri:
-        broker = make_broker(live_minutes=["20/day", "600/month"], storage_uri=uri, audit=events.append)
+        broker = make_broker(
+            live_minutes=["20/day", "600/month"], storage_uri=uri, audit=events.append
+        )
         first = await broker.handle(post())
         assert first.status == 200
         body = first.json()
         assert 14.9 <= minutes_left(body) <= 15.01  # the policy's 15 minutes
         assert body["budget"]["remainingMinutes"] == 5
         resets = dt.datetime.fromisoformat(body["budget"]["resetsAt"].replace("Z", "+00:00"))
-        assert dt.timedelta(hours=23) < resets - dt.datetime.now(dt.timezone.utc) <= dt.timedelta(days=1)
+        assert (
+            dt.timedelta(hours=23)
+            < resets - dt.datetime.now(dt.timezone.utc)
+            <= dt.timedelta(days=1)
+        )
         # Five minutes left: the next token is cut to them.
         second = await broker.handle(post())
         assert second.status == 200
@@ -211,7 +217,8 @@ async def test_a_suspension_refuses_first_tokens_and_renewals_on_every_replica(
             assert renewal.status == 403
         assert (await two.handle(post(user="bob"))).status == 200
         usage = await two.usage("alice")
-        assert usage.suspension is not None and usage.suspension.reason == "abuse of the demo"
+        assert usage.suspension is not None
+        assert usage.suspension.reason == "abuse of the demo"
         assert (await two.handle(get_usage())).json()["suspended"]["reason"] == "abuse of the demo"
         assert await two.reinstate("alice") is True
         assert await two.reinstate("alice") is False

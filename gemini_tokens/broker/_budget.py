@@ -17,9 +17,9 @@ A request's budget work rides in the limiter's two round trips (`Limiter.hit`'s 
 The hits are atomic and refuse a cost a window cannot take, so concurrent requests never
 overspend. A request that lost a race (a hit refused) retries once, with the minutes its
 stats say are left, on the budgets that refused (a third round trip, only then; a fourth
-when the stats read along predate the winning hit), or is refused. A budget that took the larger cost before another refused keeps it: `limits`
-cannot take a hit back (nor the charge of a token the global limits or the service then
-refuse).
+when the stats read along predate the winning hit), or is refused. A budget that took the
+larger cost before another refused keeps it: `limits` cannot take a hit back (nor the
+charge of a token the global limits or the service then refuse).
 
 A suspension is one key in the same storage: a JSON value with its reason and end (a Redis
 ``SET`` with ``EX``, through the storage's own redis-py client, the one thing `limits` has

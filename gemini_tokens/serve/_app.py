@@ -166,6 +166,10 @@ def build_broker(
         audit=audit,
         client=client,
         on_limiter_error=settings.limits.on_storage_error,
+        # Budgets, and suspensions an operator sets with `serve suspend` (GET <path>/usage).
+        live_minutes=settings.limits.live_minutes,
+        global_live_minutes=settings.limits.global_live_minutes,
+        suspensions=True,
     )
     return broker, close_audit
 
