@@ -17,7 +17,9 @@
 //
 // The rules it keeps (docs/live-sessions.md): one token fetch in flight at a time; 401 and
 // 403 are final (a TokenError the app can show); 429 and 503 wait for Retry-After (plus
-// jitter); network errors and other 5xx back off exponentially; token times are judged on the
+// jitter), unless it is longer than `maxRetryWaitMs` (default 60 s): then final, as for a
+// spent minute budget (docs/budgets.md), and `source.budget` shows what is left; network
+// errors and other 5xx back off exponentially; token times are judged on the
 // broker's clock (`serverTime`), not the browser's. On `goAway` or an unexpected close the
 // live session renews its token through the broker, closes the old socket, waits for it to
 // close, and reconnects with the latest resumption handle; the app sees one session.
@@ -26,6 +28,8 @@ const DEFAULT_RETRIES = 6;
 const DEFAULT_BACKOFF_MS = 500;
 const DEFAULT_MAX_BACKOFF_MS = 30_000;
 const DEFAULT_JITTER = 0.2;
+/** The longest Retry-After waited for (ms); a longer one is final (a spent budget). */
+export const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
 
 /** A token request that failed: `status` is the broker's HTTP status (0: unreachable). */
 export class TokenError extends Error {
@@ -156,6 +160,7 @@ export class TokenSource {
   #backoffMs;
   #maxBackoffMs;
   #jitter;
+  #maxRetryWaitMs;
   #random;
   #now;
   #sleep;
@@ -163,6 +168,7 @@ export class TokenSource {
   #credentials;
   #pending = null;
   #token = null;
+  #budget = undefined;
   #skewMs = 0;
 
   /**
@@ -175,6 +181,8 @@ export class TokenSource {
    * @param {number} [options.retries] Retries of a busy or unreachable broker (default 6).
    * @param {number} [options.backoffMs] First back-off delay (default 500 ms).
    * @param {number} [options.maxBackoffMs] Longest back-off delay (default 30 s).
+   * @param {number} [options.maxRetryWaitMs] The longest Retry-After (429, 503) waited for
+   *   (default 60 000 ms); a longer one is final at once (a spent minute budget).
    * @param {(info: {status: number, delayMs: number, attempt: number, message: string}) => void} [options.onretry]
    *   Told before each wait, e.g. to show "busy, retrying in 2 s".
    * @param {RequestCredentials} [options.credentials] fetch's `credentials` (default
@@ -196,6 +204,10 @@ export class TokenSource {
     if (!Number.isInteger(retries) || retries < 0) {
       throw new TypeError("TokenSource: retries must be a whole number >= 0");
     }
+    const maxRetryWaitMs = options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS;
+    if (typeof maxRetryWaitMs !== "number" || !(maxRetryWaitMs >= 0)) {
+      throw new TypeError("TokenSource: maxRetryWaitMs must be a number of milliseconds >= 0");
+    }
     const fetchImpl = options.fetch ?? globalThis.fetch;
     if (typeof fetchImpl !== "function") {
       throw new TypeError("TokenSource: no fetch available; pass options.fetch");
@@ -208,6 +220,7 @@ export class TokenSource {
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.#maxBackoffMs = options.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
     this.#jitter = options.jitter ?? DEFAULT_JITTER;
+    this.#maxRetryWaitMs = maxRetryWaitMs;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? sleep;
@@ -218,6 +231,14 @@ export class TokenSource {
   /** The latest token answer (`name`, `expireTime`, `liveUrl`, `session`, ...), or null. */
   get token() {
     return this.#token;
+  }
+
+  /**
+   * What is left of the caller's Live-minute budget (`{remainingMinutes, resetsAt}`), from
+   * the latest answer that said; undefined before one, or when the broker has no budgets.
+   */
+  get budget() {
+    return this.#budget;
   }
 
   /** Now on the broker's clock, in epoch milliseconds (the browser's clock plus the skew). */
@@ -307,7 +328,8 @@ export class TokenSource {
       const retryAfterMs = busy
         ? parseRetryAfter(res.headers.get("Retry-After"), res.headers.get("Date"), this.#now())
         : undefined;
-      if (attempt >= this.#retries) {
+      if (attempt >= this.#retries || (retryAfterMs !== undefined && retryAfterMs > this.#maxRetryWaitMs)) {
+        // Out of retries, or told to come back later than we wait (a spent budget): final.
         throw new TokenError(message, { status: res.status, code, retryable: true, retryAfterMs });
       }
       // Never sooner than Retry-After; jitter spreads the clients a busy broker sent away.
@@ -353,6 +375,10 @@ export class TokenSource {
       this.#skewMs = serverTime - (sentAt + receivedAt) / 2;
     }
     this.#token = token;
+    const budget = token.budget;
+    if (budget && typeof budget === "object" && typeof budget.remainingMinutes === "number") {
+      this.#budget = budget;
+    }
     return token;
   }
 }
