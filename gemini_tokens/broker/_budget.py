@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -131,13 +131,26 @@ class Usage:
         }
 
 
-@attrs.frozen
-class _Window:
-    """One budget: its `limits` item, identifiers and scope."""
+class _Window(NamedTuple):
+    """One budget of one caller: its `limits` item, identifiers, scope, and its storage key
+    and expiry (made once: they are on every request's path)."""
 
     item: Any
     ids: tuple[str, ...]
     scope: str
+    key: str
+    expiry: int
+
+
+def _window(item: Any, ids: tuple[str, ...], scope: str) -> _Window:
+    return _Window(item, ids, scope, item.key_for(*ids), item.get_expiry())
+
+
+class _Stats(NamedTuple):
+    """A window's state, as `limits`' ``WindowStats``."""
+
+    reset_time: float
+    remaining: int
 
 
 def _caller_id(caller_id: Any) -> str:
@@ -187,15 +200,15 @@ class Budget:
         self.global_items = parse_limits("global_live_minutes", global_live_minutes)
         self.enabled = bool(self.caller_items or self.global_items)
         self.checks_suspensions = suspensions or self.enabled
+        ids = (_NAMESPACE, "minutes", "global")
+        self._global_windows = [_window(item, ids, "global") for item in self.global_items]
         #: Memory storage: this process's suspensions, by caller id.
         self._suspended: dict[str, Suspension] = {}
 
     def windows(self, caller_id: str) -> list[_Window]:
         """The budgets a request of ``caller_id`` is charged on."""
         mine = (_NAMESPACE, "minutes", caller_id)
-        return [_Window(item, mine, "caller") for item in self.caller_items] + [
-            _Window(item, (_NAMESPACE, "minutes", "global"), "global") for item in self.global_items
-        ]
+        return [_window(item, mine, "caller") for item in self.caller_items] + self._global_windows
 
     def reservation(self, caller_id: str, wanted_minutes: int) -> Reservation:
         """The budget work of one request that wants a token of ``wanted_minutes``."""
@@ -217,12 +230,20 @@ class Budget:
     async def stats(self, windows: Sequence[_Window]) -> list[Any]:
         """Every window's stats (one round trip with Redis)."""
         if self._memory:
-            strategy = self._limiter.sync_strategy
-            return [strategy.get_window_stats(w.item, *w.ids) for w in windows]
+            return [self.memory_stats(w) for w in windows]
         strategy = self._limiter.strategy
         return list(
             await asyncio.gather(*(strategy.get_window_stats(w.item, *w.ids) for w in windows))
         )
+
+    def memory_stats(self, window: _Window) -> _Stats:
+        """What ``get_window_stats`` answers, from the memory storage's public
+        ``get_moving_window``, with the key made once per request (half the key building
+        of going through the strategy, on every request)."""
+        start, count = self._limiter.storage.get_moving_window(
+            window.key, window.item.amount, window.expiry
+        )
+        return _Stats(start + window.expiry, window.item.amount - count)
 
     async def suspension(self, caller_id: str) -> Suspension | None:
         """The caller's suspension, if any (one ``GET`` with Redis)."""
@@ -387,12 +408,10 @@ class Reservation:
         """Hit ``windows`` with ``cost``; those that refused, with their stats."""
         budget = self._budget
         if budget._memory:
-            strategy = budget._limiter.sync_strategy
-            oks = [strategy.hit(w.item, *w.ids, cost=cost) for w in windows]
+            storage = budget._limiter.storage
+            oks = [storage.acquire_entry(w.key, w.item.amount, w.expiry, cost) for w in windows]
             return [
-                (w, strategy.get_window_stats(w.item, *w.ids))
-                for w, ok in zip(windows, oks, strict=True)
-                if not ok
+                (w, budget.memory_stats(w)) for w, ok in zip(windows, oks, strict=True) if not ok
             ]
         strategy = budget._limiter.strategy
         hits = [strategy.hit(w.item, *w.ids, cost=cost) for w in windows]

@@ -2,9 +2,7 @@
 
 ``gemini-tokens serve --config broker.toml`` runs the broker as a service;
 ``--check`` validates the settings (file and environment) and exits; ``--dev`` listens on
-loopback only, lets any origin in, and says so loudly. ``serve usage CALLER``,
-``serve suspend CALLER [--for 1h] [--reason ...]`` and ``serve reinstate CALLER`` act on the
-configured (shared) storage, so on every replica at once.
+loopback only, lets any origin in, and says so loudly.
 """
 
 from __future__ import annotations
@@ -98,6 +96,8 @@ def _duration(text: str) -> float:
 
 
 def _add_operator_commands(serve: Any) -> None:
+    """``serve usage CALLER``, ``serve suspend CALLER [--for 1h] [--reason ...]`` and
+    ``serve reinstate CALLER``: on the configured (shared) storage, so every replica at once."""
     actions = serve.add_subparsers(dest="serve_action", metavar="{usage,suspend,reinstate}")
 
     def action(name: str, help_text: str) -> Any:
