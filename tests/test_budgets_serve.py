@@ -19,6 +19,7 @@ from tests.jwks_server import (  # noqa: F401  (fixtures)
     idp_fixture,
     jwks_fixture,
 )
+from tests.spawn import free_port
 from tests.test_serve import (  # noqa: F401  (fixtures)
     config,
     emulator,
@@ -116,3 +117,16 @@ def test_operator_commands_refuse_memory_storage_and_bad_durations(
     broken = operator(config_file, "usage", "dave")
     assert broken.returncode == 2
     assert "limits.live_minutes" in broken.stderr
+
+
+def test_an_operator_command_says_when_the_storage_is_out_of_reach(
+    tmp_path: Path, jwks: JWKSServer
+) -> None:
+    config_file = tmp_path / "broker.toml"
+    uri = f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0"
+    config_file.write_text(with_budget(jwks.url, uri))
+    done = operator(config_file, "suspend", "dave", "--reason", "x")
+    assert done.returncode == 1
+    assert "the storage could not be reached (" in done.stderr
+    assert "s3cret-pass" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -346,7 +346,7 @@ class TokenBroker:
         Raises:
             ValueError: an empty ``caller_id`` or ``reason``, a duration not above 0.
             ConfigurationError: this broker does not check suspensions.
-            LimiterUnavailable: the storage could not be reached.
+            Exception: the storage's own error when it cannot be reached (redis-py's).
         """
         self._check_suspensions()
         return await self._budget.suspend(caller_id, duration, reason)
@@ -366,6 +366,7 @@ class TokenBroker:
 
         Raises:
             ValueError: an empty ``caller_id``.
+            Exception: the storage's own error when it cannot be reached (redis-py's).
         """
         return await self._budget.usage(caller_id)
 
@@ -377,7 +378,10 @@ class TokenBroker:
             )
 
     async def _usage_endpoint(self, request: BrokerRequest) -> BrokerResponse:
-        """``GET <path>/usage``: the signed-in caller's own minutes left and suspension."""
+        """``GET <path>/usage``: the signed-in caller's own minutes left and suspension.
+
+        No CORS preflight is answered for it: a page on another origin reads ``budget`` from
+        its token answers instead."""
         headers = (*_JSON_HEADERS, *self._origins.response_headers(request))
         if request.method != "GET":
             return BrokerResponse(

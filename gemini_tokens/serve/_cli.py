@@ -166,6 +166,13 @@ def run_operator_command(args: argparse.Namespace, environ: dict[str, str]) -> i
     except ValueError as exc:
         print(f"gemini-tokens serve {args.serve_action}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the storage out of reach: its type only (no URI, no password)
+        print(
+            f"gemini-tokens serve {args.serve_action}: the storage could not be reached "
+            f"({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         asyncio.run(client.close())
     return 0
