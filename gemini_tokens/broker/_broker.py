@@ -78,21 +78,6 @@ _JSON_HEADERS = (
 USAGE_PATH = "/usage"
 
 
-def _times(policy: Policy) -> dict[str, Any]:
-    """``create()`` times of a token minted now under ``policy``, as explicit times (so
-    that the budget knows the window it charges, and can cut it)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    expire = now + dt.timedelta(minutes=policy.expire_minutes)
-    return {
-        "expire_minutes": None,
-        "new_session_expire_minutes": None,
-        "expire_time": expire,
-        "new_session_expire_time": min(
-            now + dt.timedelta(minutes=policy.new_session_expire_minutes), expire
-        ),
-    }
-
-
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
@@ -482,7 +467,7 @@ class TokenBroker:
             conversation = renewal.verify(caller, body.extra["renew"])
             options = renewal.next_times(policy, conversation, conversation.choices)
             if self._budget.checks_suspensions:
-                charged = await self._charge(caller, decision, options, renewal.limits)
+                charged = await self._charge(caller, decision, policy, options, renewal.limits)
                 options = options if charged is None else charged
             else:
                 await renewal.hit(caller, self._on_limiter_error)
@@ -493,12 +478,12 @@ class TokenBroker:
         except ValidationError as exc:
             raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
         if renewal is None:
-            times = _times(policy) if self._budget.enabled else None
+            times = None
         else:
             start = renewal.now().replace(microsecond=0)
             times = renewal.first_times(policy, start)
         if self._budget.checks_suspensions:
-            times = await self._charge(caller, decision, times)
+            times = await self._charge(caller, decision, policy, times)
         else:
             await self._limiter.enforce(caller.id, self._on_limiter_error)
         if renewal is not None:
@@ -509,17 +494,21 @@ class TokenBroker:
         self,
         caller: Caller,
         decision: _Decision,
+        policy: Policy,
         times: dict[str, Any] | None,
         renewal_limits: Any = None,
     ) -> dict[str, Any] | None:
         """The limits, the suspension and the budgets, in the limits' round trips; the
-        token's times, cut to the minutes left.
+        token's times (None: the policy's minutes), cut to the minutes left.
 
         Raises:
             Refusal: 403 ``suspended``, 429 (a limit, ``budget_exhausted``), 503.
         """
-        now = dt.datetime.now(dt.timezone.utc)
-        wanted = minutes_between(now, times["expire_time"]) if times is not None else 0
+        now = None if times is None else dt.datetime.now(dt.timezone.utc)
+        if now is None or times is None:  # the policy's own lifetime, from the mint's now
+            wanted = math.ceil(policy.expire_minutes - 1e-9) if self._budget.enabled else 0
+        else:
+            wanted = minutes_between(now, times["expire_time"])
         reservation = self._budget.reservation(caller.id, wanted)
         if renewal_limits is None:
             await self._limiter.enforce(caller.id, self._on_limiter_error, along=reservation)
@@ -533,17 +522,22 @@ class TokenBroker:
                 along=reservation,
             )
         granted = reservation.granted
-        if times is None or granted is None or not self._budget.enabled:
+        if granted is None or not self._budget.enabled:
             return times  # (the storage down and on_limiter_error="allow": not charged)
         decision.charged_minutes, decision.budget = granted, reservation.remaining
-        if granted < wanted:  # cut to what is left, on the minute
-            end = now + dt.timedelta(minutes=granted)
-            times = {
-                **times,
-                "expire_time": end,
-                "new_session_expire_time": min(times["new_session_expire_time"], end),
+        if granted >= wanted:
+            return times
+        if now is None or times is None:  # cut to what is left
+            return {
+                "expire_minutes": granted,
+                "new_session_expire_minutes": min(policy.new_session_expire_minutes, granted),
             }
-        return times
+        end = now + dt.timedelta(minutes=granted)
+        return {
+            **times,
+            "expire_time": end,
+            "new_session_expire_time": min(times["new_session_expire_time"], end),
+        }
 
     async def _call_authorize(self, request: BrokerRequest) -> Caller:
         call = self._authorize
