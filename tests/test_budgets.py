@@ -250,6 +250,10 @@ async def test_bad_input_names_the_argument(gemini_emulator: Emulator) -> None:
         await broker.usage("")
     with pytest.raises(ValueError, match="reason"):
         await broker.suspend("alice", reason=" ")
+    with pytest.raises(ValueError, match="reason: must be at most 500 characters"):
+        await broker.suspend("alice", reason="x" * 501)
+    with pytest.raises(ValueError, match="duration: must be a timedelta"):
+        await broker.suspend("alice", duration="1h", reason="x")  # type: ignore[arg-type]
     plain = make_broker()
     with pytest.raises(ConfigurationError, match="suspensions: this broker does not check"):
         await plain.suspend("alice", reason="x")

@@ -22,8 +22,8 @@ larger cost before another refused keeps it: `limits` cannot take a hit back (no
 charge of a token the global limits or the service then refuse).
 
 A suspension is one key in the same storage: a JSON value with its reason and end (a Redis
-``SET`` with ``EX``, through the storage's own redis-py client, the one thing `limits` has
-no API for: a string value); in memory, a dict of this process.
+``SET``, with ``EX`` for a duration, through the storage's own redis-py client: a string
+value is the one thing `limits` has no API for); in memory, a dict of this process.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ __all__ = ["Budget", "BudgetUsage", "Reservation", "Suspension", "Usage", "minut
 
 _NAMESPACE = "gemini_tokens"
 _SUSPENDED = "gemini_tokens/suspended/"
-#: A suspension "for ever" is kept this long (Redis needs an expiry for nothing; 10 years).
-_FOREVER_SECONDS = 10 * 365 * 24 * 3600
+#: The longest reason text kept (it is shown to the page, and stored on every replica's path).
+MAX_REASON_CHARS = 500
 _WHEN = {"day": "today", "month": "this month", "hour": "this hour", "year": "this year"}
 
 
@@ -258,10 +258,10 @@ class Budget:
             return None
         data = json.loads(raw)
         until = data.get("until")
-        return Suspension(
-            reason=str(data.get("reason", "")),
-            until=None if until is None else dt.datetime.fromtimestamp(until, dt.timezone.utc),
-        )
+        end = None if until is None else dt.datetime.fromtimestamp(until, dt.timezone.utc)
+        if end is not None and end <= _now():  # Redis expires it on the whole second after
+            return None
+        return Suspension(reason=str(data.get("reason", "")), until=end)
 
     async def suspend(
         self, caller_id: str, duration: dt.timedelta | float | None, reason: str
@@ -280,6 +280,8 @@ class Budget:
             raise ValueError("duration: must be positive (or None: until reinstate)")
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("reason: must be a non-empty text the caller's page can show")
+        if len(reason.strip()) > MAX_REASON_CHARS:
+            raise ValueError(f"reason: must be at most {MAX_REASON_CHARS} characters")
         until = None if seconds is None else _now() + dt.timedelta(seconds=seconds)
         suspension = Suspension(reason=reason.strip(), until=until)
         if self._memory:
@@ -288,7 +290,7 @@ class Budget:
         value = json.dumps(
             {"reason": suspension.reason, "until": None if until is None else until.timestamp()}
         )
-        expiry = _FOREVER_SECONDS if seconds is None else max(1, math.ceil(seconds))
+        expiry = None if seconds is None else max(1, math.ceil(seconds))
         await self._redis().set(self._key(caller_id), value, ex=expiry)
         return suspension
 
