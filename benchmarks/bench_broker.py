@@ -6,7 +6,9 @@ the emulator (a process of its own too), all with the same policy (a model, AUDI
 bearer-token check:
 
 - ``broker``: ``router(TokenBroker(...))``, limits in memory (three of them: two per caller,
-  one global, never reached but sized like production ones), audit to a null sink.
+  one global, never reached but sized like production ones), Live-minute budgets (one per
+  caller, one global: each token charged its 15 minutes, never refused) and so suspensions
+  checked, audit to a null sink.
 - ``broker+redis``: the same, limits in a real ``redis-server`` (skipped without one).
 - ``hand (gemini_tokens)``: a hand-written endpoint around ``AsyncClient.create``, no limits,
   no audit: what the broker adds is the difference.
@@ -75,6 +77,10 @@ APPS = (BROKER, REDIS, HAND, GENAI)
 #: filled by a benchmark would measure list copies, not the broker).
 CALLER_LIMITS = ["1000/second", "1000000/day"]
 GLOBAL_LIMITS = ["50000/second"]
+#: Budgets never reached either: every token is charged its 15 minutes (a moving window
+#: keeps one entry per minute charged: a global budget holds a run's whole charge).
+LIVE_MINUTES = ["100000/day"]
+GLOBAL_LIVE_MINUTES = ["1000000/day"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -132,6 +138,8 @@ def make_broker(storage_uri: str = "memory://") -> Any:
         policy=_policy(),
         rate_limits=CALLER_LIMITS,
         global_rate_limits=GLOBAL_LIMITS,
+        live_minutes=LIVE_MINUTES,
+        global_live_minutes=GLOBAL_LIVE_MINUTES,
         storage_uri=storage_uri,
         audit=_null_sink,
     )
@@ -241,7 +249,7 @@ def broker_overhead_us(calls: int) -> float:
     )
 
     class NoMint(TokenBroker):
-        async def mint(self, policy: Any, choices: Any) -> Any:
+        async def _mint(self, policy: Any, choices: Any, overrides: Any = None) -> Any:
             return ready
 
     broker = NoMint(
@@ -249,6 +257,8 @@ def broker_overhead_us(calls: int) -> float:
         policy=_policy(),
         rate_limits=CALLER_LIMITS,
         global_rate_limits=GLOBAL_LIMITS,
+        live_minutes=LIVE_MINUTES,
+        global_live_minutes=GLOBAL_LIVE_MINUTES,
         audit=_null_sink,
         client=__import__("gemini_tokens").AsyncClient(API_KEY, base_url="http://127.0.0.1:9"),
     )

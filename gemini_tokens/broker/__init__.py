@@ -25,6 +25,7 @@ from __future__ import annotations
 from gemini_tokens.broker._asgi import ASGIApp
 from gemini_tokens.broker._audit import AuditEvent, log_audit_event, token_id
 from gemini_tokens.broker._broker import AuditSink, Authorize, PolicySource, TokenBroker
+from gemini_tokens.broker._budget import BudgetUsage, Suspension, Usage
 from gemini_tokens.broker._checks import check_rate_limits, check_storage_uri
 from gemini_tokens.broker._errors import InvalidSettingError
 from gemini_tokens.broker._http import error_body
@@ -50,6 +51,7 @@ __all__ = [
     "Authorize",
     "BrokerRequest",
     "BrokerResponse",
+    "BudgetUsage",
     "Caller",
     "Denied",
     "Headers",
@@ -59,7 +61,9 @@ __all__ = [
     "JWTSettings",
     "Policy",
     "PolicySource",
+    "Suspension",
     "TokenBroker",
+    "Usage",
     "WSGIApp",
     "check_rate_limits",
     "check_storage_uri",

@@ -77,7 +77,9 @@ class AuditEvent:
     Attributes:
         time: When the request arrived (aware, UTC).
         outcome: ``minted``, ``renewed`` (a session's next token), ``denied`` (origin or
-            caller refused), ``limited`` (a rate limit, or the limiter's storage down),
+            caller refused; reason ``suspended`` for a caller `TokenBroker.suspend` cut
+            off), ``limited`` (a rate limit, reason ``budget_exhausted`` for a minute
+            budget, or the limiter's storage down),
             ``invalid`` (the request broke the contract), ``upstream_error`` (the token
             service failed or refused), or ``error`` (the broker's own hooks failed).
         reason: A short, fixed code for why (``caller_limit``, ``origin_not_allowed``, ...).
@@ -93,6 +95,7 @@ class AuditEvent:
         new_session_expire_time: The end of the token's window to open sessions.
         locked_fields: The token's field mask, or None (the whole setup locked).
         latency_ms: Time spent deciding, in milliseconds.
+        charged_minutes: The Live minutes the token was charged, with minute budgets on.
     """
 
     time: dt.datetime
@@ -110,6 +113,7 @@ class AuditEvent:
     new_session_expire_time: dt.datetime | None = None
     locked_fields: tuple[str, ...] | None = None
     latency_ms: float = 0.0
+    charged_minutes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON-ready values (RFC 3339 times, lists)."""
@@ -129,6 +133,7 @@ class AuditEvent:
             "new_session_expire_time": _iso(self.new_session_expire_time),
             "locked_fields": None if self.locked_fields is None else list(self.locked_fields),
             "latency_ms": round(self.latency_ms, 3),
+            "charged_minutes": self.charged_minutes,
         }
 
 

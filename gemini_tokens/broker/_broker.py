@@ -9,7 +9,10 @@ policy -> client choices (400) -> rate limits (429, 503) -> mint (200, 503, 500)
 
 With renewal on (`_session`), a ``{"renew": "<session>"}`` body takes, after ``authorize`` and
 the policy: session check and cap (403) -> renewal limits (429, 503) -> mint -> ``renewed``.
-``<path>/client.js`` serves the browser helper (`_static`).
+With minute budgets or suspensions (`_budget`), the suspension (403) and the budgets (429,
+or a token cut to the minutes left) are checked and charged in the limits' round trips.
+``<path>/client.js`` serves the browser helper (`_static`); ``<path>/usage`` a caller's own
+minutes left, with budgets or suspensions on.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from gemini_tokens.broker._audit import (
     token_id,
 )
 from gemini_tokens.broker._body import BODY_KEYS, parse_body
+from gemini_tokens.broker._budget import Budget, Suspension, Usage, minutes_between
 from gemini_tokens.broker._cors import Origins
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal, error_body, json_body
 from gemini_tokens.broker._limiter import Limiter
@@ -54,7 +58,7 @@ from gemini_tokens.broker._policy import Policy, check_choices
 from gemini_tokens.broker._sealed import SealedBytes
 from gemini_tokens.broker._session import Renewal
 from gemini_tokens.broker._static import CLIENT_JS_PATH, client_js_route
-from gemini_tokens.broker._telemetry import observe, record_audit_lost
+from gemini_tokens.broker._telemetry import observe, record_audit_lost, record_minutes
 from gemini_tokens.broker._types import BrokerRequest, BrokerResponse, Caller, Denied
 
 if TYPE_CHECKING:
@@ -76,6 +80,10 @@ _JSON_HEADERS = (
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
 )
+
+
+#: The route below the token path that answers a caller's own usage.
+USAGE_PATH = "/usage"
 
 
 def _is_async(fn: Any) -> bool:
@@ -124,9 +132,14 @@ class _Decision:
     policy: Policy | None = None
     outcome: str = "minted"
     session: str | None = attrs.field(default=None, repr=False)
+    charged_minutes: int | None = None
+    #: The tightest budget after the charge: (minutes left, when it resets).
+    budget: tuple[int, dt.datetime] | None = None
 
 
-def _answer_body(token: EphemeralToken, session: str | None) -> SealedBytes | str:
+def _answer_body(
+    token: EphemeralToken, session: str | None, budget: tuple[int, dt.datetime] | None
+) -> SealedBytes | str:
     """The 200 answer's body, sealed; or, if it cannot be made, the error's type name.
 
     The body holds the token's name (and the session): it is built in this frame, which
@@ -138,6 +151,9 @@ def _answer_body(token: EphemeralToken, session: str | None) -> SealedBytes | st
         body = {**token.to_dict(), "liveUrl": token.live_url(), "serverTime": iso_millis(now)}
         if session is not None:
             body["session"] = session
+        if budget is not None:
+            left, resets = budget
+            body["budget"] = {"remainingMinutes": left, "resetsAt": iso_millis(resets)}
         return SealedBytes(json_body(body))
     except Exception as exc:
         return type(exc).__name__
@@ -175,9 +191,16 @@ class TokenBroker:
             Default: ``GEMINI_TOKENS_BROKER_SECRET``. Required when ``renewal`` is on.
         renewal_rate_limits: Limits per caller on renewals, apart from ``rate_limits``
             (the global limits count renewals too).
+        live_minutes: Budgets of Live minutes per caller, e.g. ``["60/day", "600/month"]``,
+            on the rate limits' storage. Every token (renewals too) is charged the minutes
+            from now to its ``expireTime``, rounded up; a token is cut to the minutes left.
+            See docs/budgets.md.
+        global_live_minutes: Budgets of Live minutes for all callers together.
+        suspensions: Whether requests check `suspend`'s cut-offs (default: when a budget
+            is set). With Redis it adds one command, not a round trip.
 
     Raises:
-        ConfigurationError: an unparsable limit, an unknown storage scheme, a bad origin,
+        ConfigurationError: an unparsable limit or budget, an unknown storage scheme, a bad origin,
             a hook that is not callable, a ``client`` that is not an `AsyncClient`, no API
             key, renewal without a secret, or an ``audit_timeout`` that is not a positive
             number.
@@ -200,6 +223,9 @@ class TokenBroker:
         secret: str | bytes | None = None,
         renewal_rate_limits: Iterable[str] | str | None = (),
         audit_timeout: float = DEFAULT_AUDIT_TIMEOUT,
+        live_minutes: Iterable[str] | str | None = (),
+        global_live_minutes: Iterable[str] | str | None = (),
+        suspensions: bool | None = None,
     ) -> None:
         if not callable(authorize):
             raise ConfigurationError("authorize: must be a function (request) -> Caller")
@@ -228,6 +254,13 @@ class TokenBroker:
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
         self._renewal = Renewal(secret, renewal_rate_limits, self._limiter) if renewal else None
+        if suspensions is not None and not isinstance(suspensions, bool):
+            raise ConfigurationError("suspensions: must be True, False or None")
+        self._budget = Budget(
+            live_minutes, global_live_minutes, self._limiter, suspensions=bool(suspensions)
+        )
+        if suspensions is False and self._budget.enabled:
+            raise ConfigurationError("suspensions: cannot be False with live_minutes set")
         self._on_limiter_error = on_limiter_error
         if isinstance(client, Client):
             raise ConfigurationError(
@@ -246,6 +279,8 @@ class TokenBroker:
             "": self._token_endpoint,
             CLIENT_JS_PATH: client_js_route(self._origins),
         }
+        if self._budget.checks_suspensions:
+            self._routes[USAGE_PATH] = self._usage_endpoint
         #: Top-level body keys the token endpoint accepts.
         self._body_keys = BODY_KEYS | ({"renew"} if renewal else set())
 
@@ -323,6 +358,87 @@ class TokenBroker:
         """
         return await self._limiter.check()
 
+    # --- budgets and cut-offs ---------------------------------------------------------
+
+    async def suspend(
+        self,
+        caller_id: str,
+        duration: dt.timedelta | float | None = None,
+        reason: str = "your access was suspended",
+    ) -> Suspension:
+        """Refuse ``caller_id``'s next token and next renewal on every replica (403,
+        reason ``suspended``, ``reason`` shown to the page), until ``duration`` has passed
+        (a timedelta or seconds) or `reinstate`. Kept in the rate limits' storage.
+
+        Tokens already handed out run to their ``expireTime``: the service cannot revoke
+        a token (see docs/budgets.md).
+
+        Raises:
+            ValueError: an empty ``caller_id`` or ``reason``, a duration not above 0.
+            ConfigurationError: this broker does not check suspensions.
+            Exception: the storage's own error when it cannot be reached (redis-py's).
+        """
+        self._check_suspensions()
+        return await self._budget.suspend(caller_id, duration, reason)
+
+    async def reinstate(self, caller_id: str) -> bool:
+        """End ``caller_id``'s suspension everywhere; whether there was one.
+
+        Raises:
+            ValueError: an empty ``caller_id``.
+            ConfigurationError: this broker does not check suspensions.
+        """
+        self._check_suspensions()
+        return await self._budget.reinstate(caller_id)
+
+    async def usage(self, caller_id: str) -> Usage:
+        """``caller_id``'s remaining minutes in each budget, and its suspension.
+
+        Raises:
+            ValueError: an empty ``caller_id``.
+            Exception: the storage's own error when it cannot be reached (redis-py's).
+        """
+        return await self._budget.usage(caller_id)
+
+    def _check_suspensions(self) -> None:
+        if not self._budget.checks_suspensions:
+            raise ConfigurationError(
+                "suspensions: this broker does not check suspensions; pass suspensions=True "
+                "(or live_minutes) to every replica's TokenBroker"
+            )
+
+    async def _usage_endpoint(self, request: BrokerRequest) -> BrokerResponse:
+        """``GET <path>/usage``: the signed-in caller's own minutes left and suspension.
+
+        No CORS preflight is answered for it: a page on another origin reads ``budget`` from
+        its token answers instead."""
+        headers = (*_JSON_HEADERS, *self._origins.response_headers(request))
+        if request.method != "GET":
+            return BrokerResponse(
+                status=405,
+                headers=(*headers, ("Allow", "GET")),
+                body=error_body(405, f"method {request.method} is not allowed; use GET"),
+            )
+        try:
+            if not self._origins.permits(request):
+                raise Refusal(403, "denied", "origin_not_allowed", "this origin may not ask")
+            caller = await self._call_authorize(request)
+            usage = await self._budget.usage(caller.id)
+        except Refusal as refusal:
+            return BrokerResponse(
+                status=refusal.status,
+                headers=headers,
+                body=error_body(refusal.status, refusal.message),
+            )
+        except Exception:
+            logger.warning("token broker: reading a caller's usage failed", exc_info=True)
+            return BrokerResponse(
+                status=503,
+                headers=(*headers, ("Retry-After", str(UNAVAILABLE_RETRY_AFTER))),
+                body=error_body(503, "the token service is unavailable; try again later"),
+            )
+        return BrokerResponse(status=200, headers=headers, body=json_body(usage.to_dict()))
+
     @property
     def subpaths(self) -> tuple[str, ...]:
         """The routes below the token path: ``""`` (the token endpoint) and ``"/client.js"``
@@ -395,19 +511,78 @@ class TokenBroker:
         if renewal is not None and "renew" in body.extra:
             conversation = renewal.verify(caller, body.extra["renew"])
             options = renewal.next_times(policy, conversation, conversation.choices)
-            await renewal.hit(caller, self._on_limiter_error)
+            if self._budget.checks_suspensions:
+                charged = await self._charge(caller, decision, policy, options, renewal.limits)
+                options = options if charged is None else charged
+            else:
+                await renewal.hit(caller, self._on_limiter_error)
             decision.outcome, decision.session = "renewed", body.extra["renew"]
             return await self._mint(policy, conversation.choices, options)
         try:
             choices = check_choices(policy, body.config)
         except ValidationError as exc:
             raise Refusal(400, "invalid", "invalid_argument", str(exc)) from None
-        await self._limiter.enforce(caller.id, self._on_limiter_error)
         if renewal is None:
-            return await self._mint(policy, choices)
-        start = renewal.now().replace(microsecond=0)
-        decision.session = renewal.sign(caller, policy, choices, start)
-        return await self._mint(policy, choices, renewal.first_times(policy, start))
+            times = None
+        else:
+            start = renewal.now().replace(microsecond=0)
+            times = renewal.first_times(policy, start)
+        if self._budget.checks_suspensions:
+            times = await self._charge(caller, decision, policy, times)
+        else:
+            await self._limiter.enforce(caller.id, self._on_limiter_error)
+        if renewal is not None:
+            decision.session = renewal.sign(caller, policy, choices, start)
+        return await self._mint(policy, choices, times)
+
+    async def _charge(
+        self,
+        caller: Caller,
+        decision: _Decision,
+        policy: Policy,
+        times: dict[str, Any] | None,
+        renewal_limits: Any = None,
+    ) -> dict[str, Any] | None:
+        """The limits, the suspension and the budgets, in the limits' round trips; the
+        token's times (None: the policy's minutes), cut to the minutes left.
+
+        Raises:
+            Refusal: 403 ``suspended``, 429 (a limit, ``budget_exhausted``), 503.
+        """
+        now = None if times is None else dt.datetime.now(dt.timezone.utc)
+        if now is None or times is None:  # the policy's own lifetime, from the mint's now
+            wanted = math.ceil(policy.expire_minutes - 1e-9) if self._budget.enabled else 0
+        else:
+            wanted = minutes_between(now, times["expire_time"])
+        reservation = self._budget.reservation(caller.id, wanted)
+        if renewal_limits is None:
+            await self._limiter.enforce(caller.id, self._on_limiter_error, along=reservation)
+        else:
+            await self._limiter.enforce(
+                caller.id,
+                self._on_limiter_error,
+                renewal_limits,
+                key="renewal",
+                what="renewals",
+                along=reservation,
+            )
+        granted = reservation.granted
+        if granted is None or not self._budget.enabled:
+            return times  # (the storage down and on_limiter_error="allow": not charged)
+        decision.charged_minutes, decision.budget = granted, reservation.remaining
+        if granted >= wanted:
+            return times
+        if now is None or times is None:  # cut to what is left
+            return {
+                "expire_minutes": granted,
+                "new_session_expire_minutes": min(policy.new_session_expire_minutes, granted),
+            }
+        end = now + dt.timedelta(minutes=granted)
+        return {
+            **times,
+            "expire_time": end,
+            "new_session_expire_time": min(times["new_session_expire_time"], end),
+        }
 
     async def _call_authorize(self, request: BrokerRequest) -> Caller:
         call = self._authorize
@@ -461,12 +636,14 @@ class TokenBroker:
     # --- answers ----------------------------------------------------------------------
 
     async def _answer(self, decision: _Decision, token: EphemeralToken) -> BrokerResponse:
-        content = _answer_body(token, decision.session)
+        content = _answer_body(token, decision.session, decision.budget)
         if isinstance(content, str):  # minted, but no answer can carry it: lost
             logger.error("token broker: the answer could not be made (%s)", content)
             return await self._refuse(
                 decision, Refusal(500, "error", "answer_failed", _GENERIC_500)
             )
+        if decision.budget is not None:
+            record_minutes(decision.charged_minutes or 0, decision.outcome)
         response = BrokerResponse(
             status=200,
             headers=(*_JSON_HEADERS, *self._origins.response_headers(decision.request)),
@@ -482,6 +659,7 @@ class TokenBroker:
             expire_time=token.expire_time,
             new_session_expire_time=token.new_session_expire_time,
             locked_fields=token.locked_fields,
+            charged_minutes=decision.charged_minutes,
         )
         return response
 

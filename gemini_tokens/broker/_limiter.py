@@ -15,6 +15,10 @@ limited caller cannot spend the budget that protects the API key for everyone el
 
   Redis is the authority for every request: nothing is remembered between requests.
 
+Other work on the same storage rides in these round trips (``along``, an `Along`: the
+minute budgets' reads go out with the caller's hits, their charge with the global ones), so
+that the budgets add commands, not round trips.
+
 A request the global limits refuse keeps the caller's slot it spent: `limits` cannot take
 a hit back, and testing the global window first would cost a round trip on every request
 to spare a caller one slot in a rare event (the key's own budget spent). The caller's
@@ -27,8 +31,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -37,6 +41,7 @@ from gemini_tokens.broker._errors import InvalidSettingError
 from gemini_tokens.broker._http import UNAVAILABLE_RETRY_AFTER, Refusal
 
 __all__ = [
+    "Along",
     "Limited",
     "Limiter",
     "LimiterUnavailable",
@@ -69,6 +74,16 @@ class Limited:
 
 class LimiterUnavailable(Exception):
     """The limiter's storage could not be reached."""
+
+
+class Along(Protocol):
+    """Work sent in the limiter's round trips: ``first`` with the caller's hits, ``then``
+    (only if the caller is within its limits) with the global ones. Either may raise a
+    `Refusal`, which ends the request as it is."""
+
+    def first(self) -> Awaitable[None]: ...
+
+    def then(self) -> Awaitable[None]: ...
 
 
 def _import_limits() -> Any:
@@ -258,7 +273,11 @@ class Limiter:
             logger.debug("token broker: closing the limiter's storage failed: %r", exc)
 
     async def hit(
-        self, caller_id: str, limits: Sequence[Any] | None = None, key: str = "caller"
+        self,
+        caller_id: str,
+        limits: Sequence[Any] | None = None,
+        key: str = "caller",
+        along: Along | None = None,
     ) -> Limited | None:
         """Count one request for ``caller_id``; the limit hit, or None if within all.
 
@@ -269,18 +288,24 @@ class Limiter:
             caller_id: Whom to count it for.
             limits: The per-caller limits to count against (default: ``rate_limits``).
             key: The per-caller counters' key (renewals count under ``"renewal"``).
+            along: Work sent in the same round trips (see `Along`).
 
         Raises:
             LimiterUnavailable: the storage failed (unreachable, timed out).
+            Refusal: what ``along`` raised.
         """
         per_caller = self.caller_limits if limits is None else limits
         try:
-            limited = await self._hit_all(per_caller, (key, caller_id), "caller", False)
+            limited = await self._hit_all(
+                per_caller, (key, caller_id), "caller", False, along and along.first
+            )
             if limited is None:
                 # The last group: its windows are read along with the hits.
-                limited = await self._hit_all(self.global_limits, ("global",), "global", True)
+                limited = await self._hit_all(
+                    self.global_limits, ("global",), "global", True, along and along.then
+                )
             return limited
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Refusal):
             raise
         except Exception as exc:
             raise LimiterUnavailable(type(exc).__name__) from None
@@ -292,6 +317,7 @@ class Limiter:
         limits: Sequence[Any] | None = None,
         key: str = "caller",
         what: str = "tokens",
+        along: Along | None = None,
     ) -> None:
         """`hit`, as the broker answers it: nothing within the limits, else a `Refusal`.
 
@@ -302,16 +328,18 @@ class Limiter:
             limits: The per-caller limits (default: ``rate_limits``).
             key: The per-caller counters' key; a hit on them is the reason ``<key>_limit``.
             what: What the per-caller limits count, for the caller's message.
+            along: Work sent in the same round trips (see `Along`); it runs, and may
+                refuse, even without limits.
 
         Raises:
             Refusal: 429 (a limit, reason ``<key>_limit`` or ``global_limit``) or 503 (the
-                storage down, failing closed).
+                storage down, failing closed), or what ``along`` raised.
         """
         per_caller = self.caller_limits if limits is None else limits
-        if not per_caller and not self.global_limits:
+        if not per_caller and not self.global_limits and along is None:
             return
         try:
-            limited = await self.hit(caller_id, per_caller, key)
+            limited = await self.hit(caller_id, per_caller, key, along)
         except LimiterUnavailable as exc:
             if on_limiter_error == "allow":
                 logger.warning("token broker: rate limit storage unreachable (%s); allowing", exc)
@@ -337,18 +365,28 @@ class Limiter:
         )
 
     async def _hit_all(
-        self, items: Sequence[Any], identifiers: tuple[str, ...], scope: str, read_along: bool
+        self,
+        items: Sequence[Any],
+        identifiers: tuple[str, ...],
+        scope: str,
+        read_along: bool,
+        extra: Any = None,
     ) -> Limited | None:
         """Hit every limit of one group; the first refusal, with its window's reset.
 
         With Redis the hits go out together (one round trip); ``read_along`` sends the
         windows' stats with them, else a refusal reads its window in a second round trip.
         (Async for memory too, so that tests can stand a failing storage in for it.)
+        ``extra``: a coroutine function sent with the hits (in memory: before them).
         """
         if not items:
+            if extra is not None:
+                await extra()
             return None
         ids = (_NAMESPACE, *identifiers)
         if self.kind == "memory":
+            if extra is not None:
+                await extra()
             hits = [self.sync_strategy.hit(item, *ids) for item in items]
             for item, ok in zip(items, hits, strict=True):
                 if not ok:
@@ -356,8 +394,12 @@ class Limiter:
             return None
         strategy = self.strategy
         reads = [strategy.get_window_stats(item, *ids) for item in items] if read_along else []
-        results = await asyncio.gather(*(strategy.hit(item, *ids) for item in items), *reads)
-        hits, windows = results[: len(items)], results[len(items) :]
+        extras = [extra()] if extra is not None else []
+        results = await asyncio.gather(
+            *(strategy.hit(item, *ids) for item in items), *reads, *extras
+        )
+        hits = results[: len(items)]
+        windows = results[len(items) : len(items) + len(reads)]
         for index, (item, ok) in enumerate(zip(items, hits, strict=True)):
             if not ok:
                 stats = windows[index] if windows else await strategy.get_window_stats(item, *ids)

@@ -9,7 +9,8 @@ decided, from its `AuditEvent`:
   ``gemini_tokens.broker.limiter.rejections`` (counter, by ``gemini_tokens.limit.scope``:
   ``caller`` or ``global``) and ``gemini_tokens.broker.audit.lost`` (counter, by
   ``gemini_tokens.reason``: ``timeout``, ``sink_error`` or ``busy``: audit events the sink
-  never took).
+  never took) and ``gemini_tokens.broker.live_minutes`` (counter of the Live
+  minutes granted under budgets, by outcome: ``minted`` or ``renewed``).
 
 The tracer and the meter are the library's (``gemini_tokens``), taken by name through the
 API's public functions; until the application sets an SDK they are the API's no-ops. The
@@ -28,7 +29,14 @@ from typing import Any
 from gemini_tokens import __version__
 from gemini_tokens.broker._audit import OUTCOMES, AuditEvent
 
-__all__ = ["DecisionSpan", "decision_span", "observe", "record_audit_lost", "record_decision"]
+__all__ = [
+    "DecisionSpan",
+    "decision_span",
+    "observe",
+    "record_audit_lost",
+    "record_decision",
+    "record_minutes",
+]
 
 INSTRUMENTATION_NAME = "gemini_tokens"
 DECISION_SPAN = "gemini_tokens.broker.decision"
@@ -253,3 +261,28 @@ def record_audit_lost(reason: str) -> None:
     i = _get()
     if i is not None:
         i.audit_lost.add(1, {"gemini_tokens.reason": _reason_value(reason)})
+
+
+# The minutes counter, made on first use (None: not yet).
+_minutes: Any = None
+
+
+def record_minutes(minutes: int, outcome: str) -> None:
+    """Count the Live minutes a token was granted under the budgets (no caller id).
+
+    Args:
+        minutes: The minutes charged.
+        outcome: ``minted`` or ``renewed``.
+    """
+    global _minutes
+    if minutes <= 0 or _get() is None:
+        return
+    if _minutes is None:
+        from opentelemetry import metrics
+
+        _minutes = metrics.get_meter(INSTRUMENTATION_NAME, __version__).create_counter(
+            "gemini_tokens.broker.live_minutes",
+            unit="min",
+            description="Live minutes granted to tokens under the broker's budgets",
+        )
+    _minutes.add(minutes, {"gemini_tokens.outcome": _outcome_value(outcome)})

@@ -203,6 +203,10 @@ def _build_broker(
         renewal=settings.renewal.enabled,
         secret=settings.renewal.secret,
         renewal_rate_limits=settings.renewal.rate_limits,
+        # Budgets, and suspensions an operator sets with `serve suspend` (GET <path>/usage).
+        live_minutes=settings.limits.live_minutes,
+        global_live_minutes=settings.limits.global_live_minutes,
+        suspensions=True,
     )
     return broker, audit, close_audit
 

@@ -9,7 +9,10 @@ development policy: ``--model``, ``uses=1``, 10 minutes, anyone on this machine)
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -95,6 +98,107 @@ def add_serve_command(commands: Any, *, port: Callable[[str], int]) -> None:
         help=f"--dev without a config file: the model tokens are for (default: {DEV_MODEL})",
     )
     serve.set_defaults(handler=run_serve)
+    _add_operator_commands(serve)
+
+
+# -- operator commands: budgets and cut-offs on the shared storage --------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """``--for``: ``90``, ``45s``, ``30m``, ``1h`` or ``2d``, above 0."""
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]] if match else 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--for: {text!r} is not a duration above 0 such as 90s, 30m, 1h or 2d"
+        )
+    return seconds
+
+
+def _add_operator_commands(serve: Any) -> None:
+    """``serve usage CALLER``, ``serve suspend CALLER [--for 1h] [--reason ...]`` and
+    ``serve reinstate CALLER``: on the configured (shared) storage, so every replica at once."""
+    actions = serve.add_subparsers(dest="serve_action", metavar="{usage,suspend,reinstate}")
+
+    def action(name: str, help_text: str) -> Any:
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("caller", metavar="CALLER", help="the caller id (e.g. a JWT sub)")
+        # Also after the action (`serve suspend alice --config f`); the serve flag otherwise.
+        parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
+        return parser
+
+    action("usage", "print a caller's remaining Live minutes per budget, and any suspension")
+    suspend = action(
+        "suspend",
+        "refuse a caller's next token and renewal on every replica (tokens already handed "
+        "out run to their expireTime)",
+    )
+    suspend.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        metavar="DURATION",
+        help="e.g. 1h (default: until reinstate)",
+    )
+    suspend.add_argument(
+        "--reason", default="your access was suspended", help="the text shown to the page"
+    )
+    action("reinstate", "end a caller's suspension on every replica")
+
+
+async def _operate(broker: Any, args: argparse.Namespace) -> str:
+    try:
+        if args.serve_action == "suspend":
+            suspension = await broker.suspend(args.caller, args.duration, args.reason)
+            until = suspension.to_dict()["until"] or "reinstated"
+            return f"{args.caller}: suspended until {until}: {suspension.reason}"
+        if args.serve_action == "reinstate":
+            was = await broker.reinstate(args.caller)
+            return f"{args.caller}: {'reinstated' if was else 'was not suspended'}"
+        usage = await broker.usage(args.caller)
+        return json.dumps({"caller": args.caller, **usage.to_dict()}, indent=2)
+    finally:
+        await broker.aclose()
+
+
+def run_operator_command(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """``serve usage|suspend|reinstate CALLER`` against the configured storage.
+
+    Raises:
+        ConfigurationError: bad settings, or a ``memory://`` storage (this process's own).
+    """
+    from gemini_tokens import AsyncClient, ConfigurationError
+    from gemini_tokens.serve._app import build_broker
+    from gemini_tokens.serve._settings import load_settings
+
+    settings = load_settings(args.config, environ=environ)
+    if settings.limits.storage.split("://", 1)[0].lower().endswith("memory"):
+        raise ConfigurationError(
+            f"serve {args.serve_action}: [limits] storage is memory://, which lives in each "
+            "serve process; use redis://... so that an operator acts on every replica"
+        )
+    # The command never mints: no API key needed, so a placeholder one.
+    client = AsyncClient(api_key="serve-operator-command-mints-nothing")
+    broker, close_audit = build_broker(settings, client=client)
+    close_audit()
+    try:
+        print(asyncio.run(_operate(broker, args)))
+    except ValueError as exc:
+        print(f"gemini-tokens serve {args.serve_action}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the storage out of reach: its type only (no URI, no password)
+        print(
+            f"gemini-tokens serve {args.serve_action}: the storage could not be reached "
+            f"({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        asyncio.run(client.close())
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -107,6 +211,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from gemini_tokens.serve._settings import load_settings
 
     environ = dict(os.environ)
+    if getattr(args, "serve_action", None):
+        return run_operator_command(args, environ)
     if args.port is not None:
         environ["GEMINI_TOKENS_SERVER_PORT"] = str(args.port)
     config = args.config or environ.get("GEMINI_TOKENS_CONFIG")

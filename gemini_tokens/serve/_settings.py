@@ -16,7 +16,7 @@ The sections (see docs/serve.md for a complete file)::
 
     [server]    host, port, path, allowed_origins, shutdown_timeout, metrics, access_log
     [upstream]  base_url, timeout, max_retries, allow_insecure_http
-    [limits]    per_caller, global, storage, on_storage_error
+    [limits]    per_caller, global, storage, on_storage_error, live_minutes, global_live_minutes
     [audit]     sink ("log" or "jsonl"), path
     [auth]      authorizer ("module:function"), or a [jwt] section
     [auth.jwt]  the `JWTSettings` fields (variables: GEMINI_TOKENS_JWT_<KEY>)
@@ -252,6 +252,9 @@ class LimitsSettings:
         global_: Limits for all callers together (``global`` in the file).
         storage: ``memory://`` or ``redis://...`` (its password never in a repr).
         on_storage_error: ``deny`` (503) or ``allow`` (mint anyway) when Redis is down.
+        live_minutes: Budgets of Live minutes per caller, e.g. ``("60/day", "600/month")``
+            (docs/budgets.md).
+        global_live_minutes: Budgets of Live minutes for all callers together.
     """
 
     per_caller: tuple[str, ...] = attrs.field(default=(), validator=_limits)
@@ -260,6 +263,8 @@ class LimitsSettings:
         default="memory://", validator=_storage, repr=lambda uri: repr(redacted_uri(uri))
     )
     on_storage_error: Literal["deny", "allow"] = "deny"
+    live_minutes: tuple[str, ...] = attrs.field(default=(), validator=_limits)
+    global_live_minutes: tuple[str, ...] = attrs.field(default=(), validator=_limits)
 
 
 @attrs.frozen(kw_only=True)

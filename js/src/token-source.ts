@@ -1,5 +1,6 @@
 // TokenSource: tokens from a gemini-tokens broker endpoint, with the retry rules of
-// docs/live-sessions.md (one request in flight, 401/403 final, Retry-After on 429/503,
+// docs/live-sessions.md (one request in flight, 401/403 final, Retry-After on 429/503 unless
+// it is longer than `maxRetryWaitMs` (then final: a spent minute budget comes back in hours),
 // exponential back-off otherwise, times judged on the broker's clock).
 
 import { STATUS_NAMES, TokenError, parseRetryAfter } from "./errors.js";
@@ -10,6 +11,16 @@ const DEFAULT_RETRIES = 6;
 export const DEFAULT_BACKOFF_MS = 500;
 const DEFAULT_MAX_BACKOFF_MS = 30_000;
 const DEFAULT_JITTER = 0.2;
+/** The longest Retry-After waited for (ms); a longer one is final (a spent budget). */
+export const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
+
+/** What is left of the caller's Live-minute budget (the tightest), as the broker answers it. */
+export interface BrokerBudget {
+  /** Live minutes the caller may still be granted. */
+  readonly remainingMinutes: number;
+  /** When the budget's oldest charge returns (RFC 3339, on the broker's clock). */
+  readonly resetsAt: string;
+}
 
 /**
  * The broker's answer to a token request (`POST <token path>`): the service's AuthToken
@@ -35,6 +46,8 @@ export interface BrokerToken {
   readonly bidiGenerateContentSetup?: Readonly<Record<string, unknown>>;
   /** The locked fields, comma-separated paths; absent when the whole setup is locked. */
   readonly fieldMask?: string;
+  /** What is left of the caller's minute budget; only when the broker has budgets. */
+  readonly budget?: BrokerBudget | undefined;
 }
 
 /** What `onretry` is told before each wait. */
@@ -66,6 +79,13 @@ export interface TokenSourceOptions {
   maxBackoffMs?: number;
   /** Extra share of Retry-After added at random, 0 to 1 (default 0.2). */
   jitter?: number;
+  /**
+   * The longest Retry-After (429, 503) waited for, in milliseconds (default 60 000). A longer
+   * one is final: a TokenError (`retryable: true`, `retryAfterMs` set) at once, so that a
+   * spent minute budget ("no Live minutes left today", Retry-After in hours) fails the
+   * session with the broker's message instead of waiting for hours.
+   */
+  maxRetryWaitMs?: number;
   /** Told before each wait, e.g. to show "busy, retrying in 2 s". */
   onretry?: (info: RetryInfo) => void;
   /** fetch's `credentials` (default "same-origin"; "include" for a broker on another origin). */
@@ -127,6 +147,7 @@ export class TokenSource {
   readonly #backoffMs: number;
   readonly #maxBackoffMs: number;
   readonly #jitter: number;
+  readonly #maxRetryWaitMs: number;
   readonly #random: () => number;
   readonly #now: () => number;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -134,6 +155,7 @@ export class TokenSource {
   readonly #credentials: RequestCredentials;
   #pending: { kind: Kind; promise: Promise<BrokerToken> } | null = null;
   #token: BrokerToken | null = null;
+  #budget: BrokerBudget | undefined = undefined;
   #skewMs = 0;
 
   /**
@@ -156,6 +178,10 @@ export class TokenSource {
     if (!Number.isInteger(retries) || retries < 0) {
       throw new TypeError("TokenSource: retries must be a whole number >= 0");
     }
+    const maxRetryWaitMs = options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS;
+    if (typeof maxRetryWaitMs !== "number" || !(maxRetryWaitMs >= 0)) {
+      throw new TypeError("TokenSource: maxRetryWaitMs must be a number of milliseconds >= 0");
+    }
     if (typeof (options.fetch ?? globalThis.fetch) !== "function") {
       throw new TypeError("TokenSource: no fetch available; pass options.fetch");
     }
@@ -168,6 +194,7 @@ export class TokenSource {
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.#maxBackoffMs = options.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
     this.#jitter = options.jitter ?? DEFAULT_JITTER;
+    this.#maxRetryWaitMs = maxRetryWaitMs;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? sleep;
@@ -178,6 +205,14 @@ export class TokenSource {
   /** The latest token answer, or null before the first. */
   get token(): BrokerToken | null {
     return this.#token;
+  }
+
+  /**
+   * What is left of the caller's Live-minute budget, from the latest token answer that said
+   * (undefined before one, or when the broker has no budgets): show it before the user talks.
+   */
+  get budget(): BrokerBudget | undefined {
+    return this.#budget;
   }
 
   /** Now on the broker's clock, in epoch milliseconds (the local clock plus the skew). */
@@ -269,7 +304,8 @@ export class TokenSource {
       const retryAfterMs = busy
         ? parseRetryAfter(res.headers.get("Retry-After"), res.headers.get("Date"), this.#now())
         : undefined;
-      if (attempt >= this.#retries) {
+      if (attempt >= this.#retries || (retryAfterMs !== undefined && retryAfterMs > this.#maxRetryWaitMs)) {
+        // Out of retries, or told to come back later than we wait (a spent budget): final.
         throw new TokenError(message, { status: res.status, code, retryable: true, retryAfterMs });
       }
       // Never sooner than Retry-After; jitter spreads the clients a busy broker sent away.
@@ -317,6 +353,10 @@ export class TokenSource {
       this.#skewMs = serverTime - (sentAt + receivedAt) / 2;
     }
     this.#token = answer;
+    const budget = (answer as { budget?: unknown }).budget;
+    if (budget && typeof budget === "object" && typeof (budget as BrokerBudget).remainingMinutes === "number") {
+      this.#budget = budget as BrokerBudget;
+    }
     return answer;
   }
 }

@@ -114,6 +114,7 @@ var DEFAULT_RETRIES = 6;
 var DEFAULT_BACKOFF_MS = 500;
 var DEFAULT_MAX_BACKOFF_MS = 3e4;
 var DEFAULT_JITTER = 0.2;
+var DEFAULT_MAX_RETRY_WAIT_MS = 6e4;
 async function readError(res) {
   let message = "";
   let code = "";
@@ -144,6 +145,7 @@ var TokenSource = class {
   #backoffMs;
   #maxBackoffMs;
   #jitter;
+  #maxRetryWaitMs;
   #random;
   #now;
   #sleep;
@@ -151,6 +153,7 @@ var TokenSource = class {
   #credentials;
   #pending = null;
   #token = null;
+  #budget = void 0;
   #skewMs = 0;
   /**
    * @param url The broker's token endpoint, e.g. "/token".
@@ -172,6 +175,10 @@ var TokenSource = class {
     if (!Number.isInteger(retries) || retries < 0) {
       throw new TypeError("TokenSource: retries must be a whole number >= 0");
     }
+    const maxRetryWaitMs = options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS;
+    if (typeof maxRetryWaitMs !== "number" || !(maxRetryWaitMs >= 0)) {
+      throw new TypeError("TokenSource: maxRetryWaitMs must be a number of milliseconds >= 0");
+    }
     if (typeof (options.fetch ?? globalThis.fetch) !== "function") {
       throw new TypeError("TokenSource: no fetch available; pass options.fetch");
     }
@@ -183,6 +190,7 @@ var TokenSource = class {
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.#maxBackoffMs = options.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
     this.#jitter = options.jitter ?? DEFAULT_JITTER;
+    this.#maxRetryWaitMs = maxRetryWaitMs;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? sleep;
@@ -192,6 +200,13 @@ var TokenSource = class {
   /** The latest token answer, or null before the first. */
   get token() {
     return this.#token;
+  }
+  /**
+   * What is left of the caller's Live-minute budget, from the latest token answer that said
+   * (undefined before one, or when the broker has no budgets): show it before the user talks.
+   */
+  get budget() {
+    return this.#budget;
   }
   /** Now on the broker's clock, in epoch milliseconds (the local clock plus the skew). */
   serverNow() {
@@ -278,7 +293,7 @@ var TokenSource = class {
         throw new TokenError(message, { status: res.status, code, retryable: false });
       }
       const retryAfterMs = busy ? parseRetryAfter(res.headers.get("Retry-After"), res.headers.get("Date"), this.#now()) : void 0;
-      if (attempt >= this.#retries) {
+      if (attempt >= this.#retries || retryAfterMs !== void 0 && retryAfterMs > this.#maxRetryWaitMs) {
         throw new TokenError(message, { status: res.status, code, retryable: true, retryAfterMs });
       }
       const delay = retryAfterMs === void 0 ? this.#backoff(attempt) : retryAfterMs * (1 + this.#jitter * this.#random());
@@ -314,6 +329,10 @@ var TokenSource = class {
       this.#skewMs = serverTime - (sentAt + receivedAt) / 2;
     }
     this.#token = answer;
+    const budget = answer.budget;
+    if (budget && typeof budget === "object" && typeof budget.remainingMinutes === "number") {
+      this.#budget = budget;
+    }
     return answer;
   }
 };
@@ -659,6 +678,7 @@ async function connectLive(source, options) {
 // dist/version.js
 var VERSION = "0.1.0";
 export {
+  DEFAULT_MAX_RETRY_WAIT_MS,
   LiveConnection,
   STATES,
   STATUS_NAMES,

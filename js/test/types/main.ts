@@ -11,6 +11,7 @@ import {
   parseRetryAfter,
 } from "gemini-tokens";
 import type {
+  BrokerBudget,
   BrokerToken,
   ConnectLiveOptions,
   LiveConnection,
@@ -75,6 +76,13 @@ async function answer(): Promise<void> {
   // @ts-expect-error the answer is read-only
   token.name = "auth_tokens/other";
   const latest: BrokerToken | null = source.token;
+  const budget: { remainingMinutes: number; resetsAt: string } | undefined = token.budget;
+  const shown: BrokerBudget | undefined = source.budget;
+  // @ts-expect-error the budget may be absent (a broker without budgets)
+  const minutes: number = token.budget.remainingMinutes;
+  // @ts-expect-error the latest budget is read-only
+  source.budget = undefined;
+  console.log(budget, shown?.remainingMinutes, shown?.resetsAt, minutes);
   console.log(always, latest, await source.renew({ signal: AbortSignal.timeout(1000) }));
 }
 

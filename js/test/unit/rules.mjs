@@ -615,4 +615,82 @@ export function defineTests(module) {
     assert.deepEqual([...STATES], ["connecting", "open", "resuming", "closed", "failed"]);
     assert.ok(Object.isFrozen(STATES));
   });
+
+  // --- minute budgets and cut-offs (docs/budgets.md) ---------------------------------------
+
+  const EXHAUSTED = "no Live minutes left today (your budget of 60 minutes); more in 5h 12min";
+
+  function exhausted(retryAfter = "18720") {
+    return json(429, { error: { code: 429, status: "RESOURCE_EXHAUSTED", message: EXHAUSTED } }, { "Retry-After": retryAfter });
+  }
+
+  test("source.budget holds the latest budget the broker answered", async () => {
+    const budget = (remainingMinutes) => ({ remainingMinutes, resetsAt: "2026-12-08T06:00:00.000Z" });
+    const { fetch } = scriptedFetch([
+      json(200, { ...tokenAnswer(1), budget: budget(45) }),
+      json(200, { ...tokenAnswer(2), budget: budget(30) }),
+      json(200, tokenAnswer(3)), // a broker without budgets says nothing: the last one stays
+    ]);
+    const source = new TokenSource("/token", { fetch });
+    assert.equal(source.budget, undefined);
+    const first = await source.get();
+    assert.deepEqual(first.budget, budget(45));
+    assert.deepEqual(source.budget, budget(45));
+    await source.renew();
+    assert.deepEqual(source.budget, budget(30));
+    await source.renew();
+    assert.deepEqual(source.budget, budget(30));
+  });
+
+  test("a 429 whose Retry-After is longer than maxRetryWaitMs is final, with the broker's message", async () => {
+    const { fetch, calls } = scriptedFetch([exhausted()]);
+    const { sleep, delays } = fakeSleep();
+    const source = new TokenSource("/token", { fetch, sleep });
+    await assert.rejects(source.get(), {
+      name: "TokenError",
+      status: 429,
+      code: "RESOURCE_EXHAUSTED",
+      retryable: true,
+      retryAfterMs: 18_720_000,
+      message: EXHAUSTED,
+    });
+    assert.equal(calls.length, 1);
+    assert.deepEqual(delays, []);
+    // Within the option it is waited for, as any 429.
+    const patient = scriptedFetch([exhausted("90"), json(200, tokenAnswer(1))]);
+    const waits = fakeSleep();
+    const source2 = new TokenSource("/token", { fetch: patient.fetch, sleep: waits.sleep, maxRetryWaitMs: 120_000, random: () => 0 });
+    assert.equal((await source2.get()).name, "auth_tokens/fake-1");
+    assert.deepEqual(waits.delays, [90_000]);
+    assert.throws(() => new TokenSource("/token", { maxRetryWaitMs: -1 }), /maxRetryWaitMs/);
+  });
+
+  for (const [status, refusal, reason] of [
+    [429, exhausted, EXHAUSTED],
+    [
+      403,
+      () => json(403, { error: { code: 403, status: "PERMISSION_DENIED", message: "you may not start Live sessions: chargeback" } }),
+      "you may not start Live sessions: chargeback",
+    ],
+  ]) {
+    test(`a renewal refused with ${status} (${status === 429 ? "budget spent" : "suspended"}) fails the session with the reason`, async () => {
+      const { GoogleGenAI, world } = fakeGenAI();
+      const { fetch, calls } = brokerFetch([null, refusal]);
+      const states = [];
+      const closes = [];
+      const live = await connectLive(new TokenSource("/token", { fetch, sleep: fakeSleep().sleep }), {
+        GoogleGenAI,
+        model: "m",
+        callbacks: { onclose: (e) => closes.push(e) },
+        onstatechange: (state, why) => states.push(`${state}: ${why}`),
+      });
+      world.connects[0].serverSend({ goAway: { timeLeft: "1s" } });
+      await until(() => closes.length === 1, "the close");
+      assert.equal(live.state, "failed");
+      assert.equal(live.reason, reason);
+      assert.equal(states.at(-1), `failed: ${reason}`);
+      assert.equal(calls.length, 2); // the renewal was asked once, not retried
+      assert.equal(world.connects.length, 1);
+    });
+  }
 }
