@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 import gemini_tokens
@@ -29,7 +30,10 @@ def authorize(request: BrokerRequest) -> Caller:
 
 def audit(event: Any) -> None:
     """One line per decision, with the worker's pid (the test reads gunicorn's output)."""
-    print(json.dumps({"pid": os.getpid(), "outcome": event.outcome}), flush=True)
+    # One write per line: sync sinks run on worker threads, and print() writes the line and
+    # its newline apart, so two events could share a line.
+    sys.stdout.write(json.dumps({"pid": os.getpid(), "outcome": event.outcome}) + "\n")
+    sys.stdout.flush()
 
 
 # GEMINI_API_KEY and GEMINI_BASE_URL come from the environment.
