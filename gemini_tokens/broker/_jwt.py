@@ -417,7 +417,7 @@ class JWTAuthorizer:
             import jwt  # noqa: F401
         except ImportError:  # pragma: no cover - the serve extra installs it
             raise ConfigurationError(
-                "JWT verification needs PyJWT: pip install 'gemini-tokens[serve]'"
+                "JWT verification needs PyJWT: pip install 'gemini-tokens[jwt]'"
             ) from None
         self.settings = settings
         self.keys = KeySource(settings)
