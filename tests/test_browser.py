@@ -20,6 +20,7 @@ drives the system Chromium; no browser download), Node.js and ``npm ci`` in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import pathlib
@@ -199,6 +200,55 @@ class Site:
         return [(e.outcome, e.reason) for e in self.events]
 
 
+@contextlib.asynccontextmanager
+async def page_server(
+    bundle: pathlib.Path, broker: TokenBroker | None = None
+) -> AsyncIterator[str]:
+    """The test page (index.html, page.js) on 127.0.0.1, with ``broker`` at /token if
+    given; yields the page's URL."""
+    from gemini_tokens.broker.aiohttp import add_routes
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(bundle / "index.html")
+
+    async def script(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(bundle / "page.js", headers={"Content-Type": "text/javascript"})
+
+    app = web.Application()
+    if broker is not None:
+        add_routes(app, broker, path="/token")
+    app.router.add_get("/", index)
+    app.router.add_get("/page.js", script)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(url: str) -> AsyncIterator[Any]:
+    """A headless Chromium tab on ``url`` once the page's ``connect`` is defined; no page
+    error may have happened by the end."""
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="needs playwright: pip install -e '.[test]'"
+    )
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = await browser.new_page(viewport={"width": 1000, "height": 900})
+            problems: list[str] = []
+            tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            await tab.goto(url)
+            await tab.wait_for_function("typeof window.connect === 'function'")
+            yield tab
+            assert problems == []
+        finally:
+            await browser.close()
+
+
 @pytest.fixture
 async def site(gemini_emulator: Emulator, bundle: pathlib.Path) -> AsyncIterator[Site]:
     events: list[AuditEvent] = []
@@ -222,47 +272,17 @@ async def site(gemini_emulator: Emulator, bundle: pathlib.Path) -> AsyncIterator
         audit=events.append,
         client=client,
     )
-    from gemini_tokens.broker.aiohttp import add_routes
-
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "index.html")
-
-    async def script(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "page.js", headers={"Content-Type": "text/javascript"})
-
-    app = web.Application()
-    add_routes(app, broker, path="/token")
-    app.router.add_get("/", index)
-    app.router.add_get("/page.js", script)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = runner.addresses[0][1]
     try:
-        yield Site(f"http://127.0.0.1:{port}/", gemini_emulator, events, revoked)
+        async with page_server(bundle, broker) as url:
+            yield Site(url, gemini_emulator, events, revoked)
     finally:
-        await runner.cleanup()
         await client.close()
 
 
 @pytest.fixture
 async def page(site: Site) -> AsyncIterator[Any]:
-    playwright_api = pytest.importorskip(
-        "playwright.async_api", reason="needs playwright: pip install -e '.[test]'"
-    )
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            tab = await browser.new_page(viewport={"width": 1000, "height": 900})
-            problems: list[str] = []
-            tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            await tab.goto(site.url)
-            await tab.wait_for_function("typeof window.connect === 'function'")
-            yield tab
-            assert problems == []
-        finally:
-            await browser.close()
+    async with chromium_page(site.url) as tab:
+        yield tab
 
 
 async def states_reach(page: Any, state: str, count: int = 1, timeout: int = 20_000) -> None:

@@ -18,13 +18,19 @@ from typing import Any
 import attrs
 import jwt as pyjwt
 import pytest
-from aiohttp import web
 
 from gemini_tokens.testing import Emulator
 
 from . import test_browser
 from .jwks_server import AUDIENCE, ISSUER, IdentityProvider
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, MODEL, needs_chromium, replies, states_reach
+from .test_browser import (
+    MODEL,
+    chromium_page,
+    needs_chromium,
+    page_server,
+    replies,
+    states_reach,
+)
 from .test_serve import Serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -100,21 +106,9 @@ def emulator() -> Iterator[Emulator]:
 async def service(
     emulator: Emulator, bundle: pathlib.Path, tmp_path: pathlib.Path
 ) -> AsyncIterator[Service]:
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "index.html")
-
-    async def script(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "page.js", headers={"Content-Type": "text/javascript"})
-
-    app = web.Application()
-    app.router.add_get("/", index)
-    app.router.add_get("/page.js", script)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    page_origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    audit = tmp_path / "audit.jsonl"
-    try:
+    async with page_server(bundle) as page_url:
+        page_origin = page_url.rstrip("/")
+        audit = tmp_path / "audit.jsonl"
         serve = Serve(
             tmp_path,
             broker_toml(page_origin, audit),
@@ -125,27 +119,12 @@ async def service(
             yield Service(page_origin + "/", serve, emulator, audit)
         finally:
             assert serve.stop() == 0
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
 async def page(service: Service) -> AsyncIterator[Any]:
-    playwright_api = pytest.importorskip(
-        "playwright.async_api", reason="needs playwright: pip install -e '.[test]'"
-    )
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            tab = await browser.new_page(viewport={"width": 1000, "height": 900})
-            problems: list[str] = []
-            tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            await tab.goto(service.page_url)
-            await tab.wait_for_function("typeof window.connect === 'function'")
-            yield tab
-            assert problems == []
-        finally:
-            await browser.close()
+    async with chromium_page(service.page_url) as tab:
+        yield tab
 
 
 @needs_chromium

@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp import web
 
 import gemini_tokens
 from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, Denied, TokenBroker
@@ -22,6 +21,7 @@ from tests.test_browser import (  # noqa: F401  (fixtures)
     bundle,
     needs_chromium,
     page,
+    page_server,
     shot,
     states_reach,
 )
@@ -60,28 +60,10 @@ async def site(gemini_emulator: Emulator, bundle: pathlib.Path) -> AsyncIterator
         client=client,
         live_minutes=BUDGET,
     )
-    from gemini_tokens.broker.aiohttp import add_routes
-
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "index.html")
-
-    async def script(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(bundle / "page.js", headers={"Content-Type": "text/javascript"})
-
-    app = web.Application()
-    add_routes(app, broker, path="/token")
-    app.router.add_get("/", index)
-    app.router.add_get("/page.js", script)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = runner.addresses[0][1]
-    site = BudgetSite(f"http://127.0.0.1:{port}/", gemini_emulator, events, broker=broker)
     try:
-        yield site
+        async with page_server(bundle, broker) as url:
+            yield BudgetSite(url, gemini_emulator, events, broker=broker)
     finally:
-        await runner.cleanup()
         await client.close()
 
 
