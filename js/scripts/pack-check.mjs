@@ -4,7 +4,9 @@
 //   - the built JS imports nothing but its own files (and react, from gemini-tokens/react);
 //   - a consumer file importing all three entries passes `tsc --strict --noEmit`, with
 //     moduleResolution "nodenext" and "bundler", resolving through the exports map;
-//   - the entries load in Node.
+//   - the entries load in Node;
+//   - a fresh Vite + TypeScript project (Vite's own template settings) type-checks the same
+//     consumer with `tsc --strict --noEmit` and builds it with `vite build`.
 // Run after `npm run build`. Needs the npm registry (or npm's cache) for the consumer's
 // TypeScript, @google/genai and React: the versions of this package's devDependencies.
 import { execSync } from "node:child_process";
@@ -18,6 +20,8 @@ const root = new URL("../", import.meta.url).pathname;
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const dev = pkg.devDependencies;
 const work = mkdtempSync(join(tmpdir(), "gemini-tokens-pack-"));
+// The Vite the example app (examples/voice-app) pins.
+const VITE = "8.4.1";
 const failures = [];
 
 function run(command, cwd) {
@@ -70,6 +74,7 @@ try {
     `@google/genai@${dev["@google/genai"]}`,
     `react@${dev.react}`,
     `@types/react@${dev["@types/react"]}`,
+    `vite@${VITE}`,
   ];
   run(`npm install --no-audit --no-fund --prefer-offline --loglevel=error ${installs.join(" ")}`, consumer);
   writeFileSync(
@@ -126,6 +131,46 @@ export const isTokenError = (err: unknown): boolean => err instanceof TokenError
     } catch (err) {
       check(false, `tsc --strict --noEmit (moduleResolution ${resolution}):\n${err.stdout}${err.stderr}`);
     }
+  }
+  // What `npm create vite` (vanilla-ts) writes, in short: a page, a module, its tsconfig.
+  writeFileSync(
+    join(consumer, "index.html"),
+    `<!doctype html><html><body><script type="module" src="/consumer.ts"></script></body></html>`,
+  );
+  writeFileSync(
+    join(consumer, "tsconfig.vite.json"),
+    JSON.stringify({
+      compilerOptions: {
+        target: "ES2022",
+        useDefineForClassFields: true,
+        module: "ESNext",
+        lib: ["ES2022", "DOM", "DOM.Iterable"],
+        types: ["vite/client"],
+        skipLibCheck: true,
+        moduleResolution: "bundler",
+        allowImportingTsExtensions: true,
+        verbatimModuleSyntax: true,
+        moduleDetection: "force",
+        noEmit: true,
+        strict: true,
+        noUnusedLocals: true,
+        noUnusedParameters: true,
+        noFallthroughCasesInSwitch: true,
+      },
+      files: ["consumer.ts"],
+    }),
+  );
+  try {
+    run("npx --no-install tsc --strict --noEmit -p tsconfig.vite.json", consumer);
+    check(true, "tsc --strict --noEmit with a fresh Vite + TypeScript project's settings");
+  } catch (err) {
+    check(false, `tsc in a Vite + TypeScript project:\n${err.stdout}${err.stderr}`);
+  }
+  try {
+    run("npx --no-install vite build --logLevel error", consumer);
+    check(true, `vite build (Vite ${VITE}) of a page importing the three entries`);
+  } catch (err) {
+    check(false, `vite build:\n${err.stdout}${err.stderr}`);
   }
   const smoke = `import { VERSION, TokenSource } from "gemini-tokens";
 import { floatTo16BitPCM } from "gemini-tokens/audio";
