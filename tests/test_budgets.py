@@ -334,3 +334,17 @@ async def test_openapi_shows_the_budget_the_usage_route_and_the_refusals(
     assert set(plain["paths"]) == {"/token"}
     plain_op = plain["paths"]["/token"]["post"]
     assert "suspended" not in plain_op["responses"]["403"]["description"]
+
+
+async def test_the_fastapi_routers_openapi_shows_the_budget(gemini_emulator: Emulator) -> None:
+    from fastapi import FastAPI
+
+    from gemini_tokens.broker.fastapi import router
+
+    app = FastAPI()
+    app.include_router(router(make_broker(live_minutes=["60/day"]), path="/token"))
+    operation = app.openapi()["paths"]["/token"]["post"]
+    token = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "budget" in token["properties"]
+    assert "budget_exhausted" in operation["responses"]["429"]["description"]
+    assert "suspended" in operation["responses"]["403"]["description"]
