@@ -77,10 +77,11 @@ APPS = (BROKER, REDIS, HAND, GENAI)
 #: filled by a benchmark would measure list copies, not the broker).
 CALLER_LIMITS = ["1000/second", "1000000/day"]
 GLOBAL_LIMITS = ["50000/second"]
-#: Budgets never reached either: every token is charged its 15 minutes (a moving window
-#: keeps one entry per minute charged: a global budget holds a run's whole charge).
-LIVE_MINUTES = ["100000/day"]
-GLOBAL_LIVE_MINUTES = ["1000000/day"]
+#: Budgets never reached either: every token is charged its 15 minutes (a counter per
+#: window: what they hold costs nothing). ``--no-budgets`` leaves them out (and so the
+#: suspension check): their share is the difference of two runs.
+LIVE_MINUTES: list[str] | None = ["100000/day"]
+GLOBAL_LIVE_MINUTES: list[str] | None = ["1000000/day"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -517,6 +518,7 @@ def app_process(kind: str, base_url: str, storage_uri: str) -> Iterator[dict[str
             str(port),
             "--storage",
             storage_uri,
+            *(["--no-budgets"] if LIVE_MINUTES is None else []),
         ],
         env=env,
     )
@@ -538,7 +540,13 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--storage", default="memory://", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-budgets", action="store_true", help="the broker apps without Live-minute budgets"
+    )
     args = parser.parse_args()
+    global LIVE_MINUTES, GLOBAL_LIVE_MINUTES
+    if args.no_budgets:
+        LIVE_MINUTES = GLOBAL_LIVE_MINUTES = None
     if args.serve:
         serve(args.serve, args.port, args.storage)
         return
@@ -593,6 +601,8 @@ def main() -> None:
             "concurrency": args.concurrency,
             "caller_limits": CALLER_LIMITS,
             "global_limits": GLOBAL_LIMITS,
+            "live_minutes": LIVE_MINUTES,
+            "global_live_minutes": GLOBAL_LIVE_MINUTES,
         },
         "apps": summary,
         "rounds": results,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -276,3 +277,74 @@ async def test_without_budgets_a_token_is_as_before(gemini_emulator: Emulator) -
     body = (await broker.handle(post())).json()
     assert "budget" not in body
     assert 29.9 <= minutes_left(body) <= 30.01
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+async def test_the_previous_window_is_weighed_alike_in_memory_and_redis(
+    gemini_emulator: Emulator, kind: str
+) -> None:
+    """A window starts with its first charge; once over, its minutes come back as the
+    next window runs (weighed by what is left of it), then all of them."""
+    with storage(kind) as uri:
+        broker = make_broker(live_minutes=["10 per 1 second"], storage_uri=uri)
+        first = await broker.handle(post())
+        assert 9.9 <= minutes_left(first.json()) <= 10.01  # cut to the 10 minutes
+        assert first.json()["budget"]["remainingMinutes"] == 0
+        refused = await broker.handle(post())
+        assert refused.status == 429
+        assert refused.header("Retry-After") == "1"  # a minute comes back as the window ends
+        await asyncio.sleep(1.5)  # half the next window to run: 10 x 0.5 still counted
+        (half,) = (await broker.usage("alice")).budgets
+        assert 3 <= half.remaining_minutes <= 7, half
+        await asyncio.sleep(1.2)  # both windows over
+        (after,) = (await broker.usage("alice")).budgets
+        assert after.remaining_minutes == 10
+        assert len(gemini_emulator.tokens) == 1
+
+
+async def test_openapi_shows_the_budget_the_usage_route_and_the_refusals(
+    gemini_emulator: Emulator,
+) -> None:
+    broker = make_broker(live_minutes=["60/day"], global_live_minutes=["20000/day"], audit=None)
+    document = broker.openapi()
+    post_op = document["paths"]["/token"]["post"]
+    token = post_op["responses"]["200"]["content"]["application/json"]["schema"]
+    budget = token["properties"]["budget"]
+    assert set(budget["properties"]) == {"remainingMinutes", "resetsAt"}
+    assert "budget_exhausted" in post_op["responses"]["429"]["description"]
+    assert "60 per 1 day, 20000 per 1 day" in post_op["responses"]["429"]["description"]
+    assert "suspended" in post_op["responses"]["403"]["description"]
+    usage = document["paths"]["/token/usage"]["get"]
+    schema = usage["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"remainingMinutes", "resetsAt", "budgets", "suspended"} <= set(schema["properties"])
+    assert "Retry-After" in usage["responses"]["503"]["headers"]
+    json.dumps(document)
+    # Suspensions without budgets: the usage route and the 403, no budget nor 429 reason.
+    only = make_broker(suspensions=True, audit=None).openapi("/api/token")
+    assert set(only["paths"]) == {"/api/token", "/api/token/usage"}
+    only_op = only["paths"]["/api/token"]["post"]
+    assert (
+        "budget"
+        not in only_op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    )
+    assert "suspended" in only_op["responses"]["403"]["description"]
+    assert "budget_exhausted" not in only_op["responses"]["429"]["description"]
+    # Neither: as before.
+    plain = make_broker(audit=None).openapi()
+    assert set(plain["paths"]) == {"/token"}
+    plain_op = plain["paths"]["/token"]["post"]
+    assert "suspended" not in plain_op["responses"]["403"]["description"]
+
+
+async def test_the_fastapi_routers_openapi_shows_the_budget(gemini_emulator: Emulator) -> None:
+    from fastapi import FastAPI
+
+    from gemini_tokens.broker.fastapi import router
+
+    app = FastAPI()
+    app.include_router(router(make_broker(live_minutes=["60/day"]), path="/token"))
+    operation = app.openapi()["paths"]["/token"]["post"]
+    token = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "budget" in token["properties"]
+    assert "budget_exhausted" in operation["responses"]["429"]["description"]
+    assert "suspended" in operation["responses"]["403"]["description"]

@@ -351,6 +351,22 @@ class TokenBroker:
         """Whether conversations may be renewed (``renewal=True``)."""
         return self._renewal is not None
 
+    @property
+    def live_minutes(self) -> tuple[str, ...]:
+        """The per-caller Live-minute budgets, as `limits` writes them (``60 per 1 day``)."""
+        return tuple(str(item) for item in self._budget.caller_items)
+
+    @property
+    def global_live_minutes(self) -> tuple[str, ...]:
+        """The Live-minute budgets of all callers together (``20000 per 1 day``)."""
+        return tuple(str(item) for item in self._budget.global_items)
+
+    @property
+    def checks_suspensions(self) -> bool:
+        """Whether requests check suspensions (with a budget, or ``suspensions=True``):
+        then ``<path>/usage`` answers too."""
+        return self._budget.checks_suspensions
+
     async def check_storage(self) -> bool:
         """Whether the rate limits' storage answers, for a readiness probe (``/readyz``).
 
@@ -447,7 +463,13 @@ class TokenBroker:
 
     def openapi(self, path: str = "/token") -> dict[str, Any]:
         """The HTTP contract as an OpenAPI 3.1 document, with the endpoint at ``path``."""
-        return openapi_document(self._policy, self.renewal_enabled, path)
+        return openapi_document(
+            self._policy,
+            self.renewal_enabled,
+            path,
+            self.live_minutes + self.global_live_minutes,
+            self.checks_suspensions,
+        )
 
     # --- the decision -----------------------------------------------------------------
 

@@ -1,17 +1,26 @@
 """Live-minute budgets and cut-offs per caller, on the rate limits' storage.
 
 A budget (``live_minutes=["60/day"]`` per caller, ``global_live_minutes=["20000/day"]`` for
-everyone) is a `limits` moving window counted in minutes: every token is charged the
-minutes of its window (from now to its ``expireTime``, rounded up) with
-``MovingWindowRateLimiter.hit(item, *ids, cost=minutes)``. What is counted is the minutes
-*granted*, not the minutes used: the service reports no usage to the broker.
+everyone) is a `limits` sliding-window counter counted in minutes: every token is charged
+the minutes of its window (from now to its ``expireTime``, rounded up) with
+``SlidingWindowCounterRateLimiter.hit(item, *ids, cost=minutes)``. What is counted is the
+minutes *granted*, not the minutes used: the service reports no usage to the broker.
+
+A counter per window, not an entry per minute (a moving window's): a budget costs the same
+whatever it holds. A window starts with its first charge; what is left is the budget less
+the current window's minutes and the previous window's, weighed by how much of the current
+window is still to run (`limits`' approximation). With Redis these are `limits`' scripts,
+which check and add atomically and refuse without counting; in memory, `_Counters` does the
+same, window for window (`limits`' own memory windows start on the epoch's multiples, so a
+day's budget would come back at midnight UTC in one process and a day after its first use
+with Redis).
 
 A request's budget work rides in the limiter's two round trips (`Limiter.hit`'s ``along``):
 
 1. with the caller's rate-limit hits: the suspension, and every budget's window stats;
    a suspended caller is refused (403 ``suspended``), a budget under one minute too (429
-   ``budget_exhausted``, ``Retry-After`` when its oldest charge returns); else the cost is
-   the token's minutes, cut to the tightest budget's remaining minutes;
+   ``budget_exhausted``, ``Retry-After`` when a minute comes back); else the cost is the
+   token's minutes, cut to the tightest budget's remaining minutes;
 2. with the global limits: a hit of ``cost`` on every budget, with their stats read along.
 
 The hits are atomic and refuse a cost a window cannot take, so concurrent requests never
@@ -84,7 +93,7 @@ class BudgetUsage:
         limit: The budget, as `limits` writes it (``60 per 1 day``).
         scope: ``caller`` (``live_minutes``) or ``global`` (``global_live_minutes``).
         remaining_minutes: Minutes left in its window now.
-        resets_at: When its oldest charge returns (UTC).
+        resets_at: When a minute next comes back (UTC; now when nothing is charged).
     """
 
     limit: str
@@ -147,10 +156,103 @@ def _window(item: Any, ids: tuple[str, ...], scope: str) -> _Window:
 
 
 class _Stats(NamedTuple):
-    """A window's state, as `limits`' ``WindowStats``."""
+    """A window's state, as `limits`' ``WindowStats`` (``reset_time``: when a minute next
+    comes back, now when nothing is charged; ``remaining``: the minutes left), and
+    ``charged_reset``: the reset time once a charge is in its current window."""
 
     reset_time: float
     remaining: int
+    charged_reset: float
+
+
+def _stats(
+    item: Any, previous: int, previous_ttl: float, current: int, left: float, now: float
+) -> _Stats:
+    """A window's `_Stats`, computed as `limits`' ``get_window_stats`` does.
+
+    Args:
+        item: The budget (its ``amount`` and expiry).
+        previous: The previous window's minutes.
+        previous_ttl: Seconds its weight still runs (to the current window's end).
+        current: The current window's minutes.
+        left: Seconds to the current window's end (a whole window when there is none:
+            a charge starts one).
+        now: The time of the read.
+    """
+    expiry = item.get_expiry()
+    weighed = math.floor(previous * previous_ttl / expiry) + current
+    shed = previous_ttl % (expiry / previous) if previous else math.inf
+    reset = min(shed, left if current else math.inf)
+    return _Stats(
+        now if math.isinf(reset) else now + reset,
+        max(0, item.amount - weighed),
+        now + min(shed, left),
+    )
+
+
+#: Seconds between two sweeps of the memory counters' expired windows.
+_SWEEP_EVERY = 60.0
+
+
+class _Counters:
+    """The budgets' windows in memory: `limits`' Redis sliding-window scripts
+    (``acquire_sliding_window.lua``, ``sliding_window.lua``), window for window.
+
+    A key's window starts with its first charge and lasts ``expiry`` seconds; then its
+    count becomes the previous window's, and a key untouched for two windows is gone.
+    Nothing here awaits, so a check and its charge are atomic in the event loop. Each
+    entry is ``[start, previous, current, expiry]``; expired ones are swept on a charge,
+    at most once a minute (a pass over the keys: no copy of what they hold).
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[Any]] = {}
+        self._swept = time.monotonic()
+
+    def _entry(self, key: str, expiry: int, now: float) -> list[Any] | None:
+        entry = self._windows.get(key)
+        if entry is None:
+            return None
+        if now >= entry[0] + 2 * expiry:
+            del self._windows[key]
+            return None
+        if now >= entry[0] + expiry:  # the current window is over: it becomes the previous
+            entry[0], entry[1], entry[2] = entry[0] + expiry, entry[2], 0
+        return entry
+
+    def stats(self, item: Any, key: str, expiry: int) -> _Stats:
+        """The window's `_Stats` (``get_window_stats``)."""
+        now = time.time()
+        entry = self._entry(key, expiry, now)
+        if entry is None:
+            return _stats(item, 0, 0.0, 0, expiry, now)
+        start, previous, current, _ = entry
+        left = start + expiry - now
+        return _stats(item, previous, left, current, left, now)
+
+    def acquire(self, key: str, amount: int, expiry: int, cost: int) -> bool:
+        """Charge ``cost`` if the window can take it whole, else change nothing."""
+        if cost > amount:
+            return False
+        now = time.time()
+        entry = self._entry(key, expiry, now)
+        if entry is None:
+            self._windows[key] = [now, 0, cost, expiry]
+            self._sweep()
+            return True
+        start, previous, current, _ = entry
+        if math.floor(previous * (start + expiry - now) / expiry) + current + cost > amount:
+            return False
+        entry[2] = current + cost
+        return True
+
+    def _sweep(self) -> None:
+        if time.monotonic() - self._swept < _SWEEP_EVERY:
+            return
+        self._swept = time.monotonic()
+        now = time.time()
+        for key in [k for k, e in self._windows.items() if now >= e[0] + 2 * e[3]]:
+            del self._windows[key]
 
 
 def _caller_id(caller_id: Any) -> str:
@@ -202,8 +304,14 @@ class Budget:
         self.checks_suspensions = suspensions or self.enabled
         ids = (_NAMESPACE, "minutes", "global")
         self._global_windows = [_window(item, ids, "global") for item in self.global_items]
-        #: Memory storage: this process's suspensions, by caller id.
+        #: Memory storage: this process's suspensions, by caller id, and budget windows.
         self._suspended: dict[str, Suspension] = {}
+        self.counters = _Counters()
+        self.strategy: Any = None
+        if limiter.kind != "memory":
+            import limits.aio.strategies  # (parse_limits checked that it is installed)
+
+            self.strategy = limits.aio.strategies.SlidingWindowCounterRateLimiter(limiter.storage)
 
     def windows(self, caller_id: str) -> list[_Window]:
         """The budgets a request of ``caller_id`` is charged on."""
@@ -227,23 +335,26 @@ class Budget:
     def _key(self, caller_id: str) -> str:
         return str(self._limiter.storage.bridge.prefixed_key(_SUSPENDED + caller_id))
 
-    async def stats(self, windows: Sequence[_Window]) -> list[Any]:
-        """Every window's stats (one round trip with Redis)."""
+    async def stats(self, windows: Sequence[_Window]) -> list[_Stats]:
+        """Every window's stats (one round trip with Redis: `limits`' sliding-window
+        read, one script per window)."""
         if self._memory:
             return [self.memory_stats(w) for w in windows]
-        strategy = self._limiter.strategy
-        return list(
-            await asyncio.gather(*(strategy.get_window_stats(w.item, *w.ids) for w in windows))
-        )
+        storage = self._limiter.storage
+        raw = await asyncio.gather(*(storage.get_sliding_window(w.key, w.expiry) for w in windows))
+        now = time.time()
+        return [
+            # The current key lives two windows from its window's start (none: a charge
+            # starts a window).
+            _stats(
+                w.item, previous, previous_ttl, current, ttl - w.expiry if ttl else w.expiry, now
+            )
+            for w, (previous, previous_ttl, current, ttl) in zip(windows, raw, strict=True)
+        ]
 
     def memory_stats(self, window: _Window) -> _Stats:
-        """What ``get_window_stats`` answers, from the memory storage's public
-        ``get_moving_window``, with the key made once per request (half the key building
-        of going through the strategy, on every request)."""
-        start, count = self._limiter.storage.get_moving_window(
-            window.key, window.item.amount, window.expiry
-        )
-        return _Stats(start + window.expiry, window.item.amount - count)
+        """The memory counters' `_Stats` of ``window`` (its key made once per request)."""
+        return self.counters.stats(window.item, window.key, window.expiry)
 
     async def suspension(self, caller_id: str) -> Suspension | None:
         """The caller's suspension, if any (one ``GET`` with Redis)."""
@@ -339,7 +450,7 @@ class Reservation:
         self._caller_id = caller_id
         self.wanted = wanted_minutes
         self._windows = budget.windows(caller_id) if budget.enabled else []
-        self._before: list[Any] = []
+        self._before: list[_Stats] = []
         self._cost = wanted_minutes
         self.granted: int | None = None
         #: After the charge: the tightest budget's minutes left and reset (UTC).
@@ -403,23 +514,22 @@ class Reservation:
         )[1]
         self.remaining = (
             max(0, int(tight.remaining) - cost),
-            dt.datetime.fromtimestamp(tight.reset_time, dt.timezone.utc),
+            dt.datetime.fromtimestamp(tight.charged_reset, dt.timezone.utc),
         )
 
     async def _hit(self, windows: Sequence[_Window], cost: int) -> list[tuple[_Window, Any]]:
         """Hit ``windows`` with ``cost``; those that refused, with their stats."""
         budget = self._budget
         if budget._memory:
-            storage = budget._limiter.storage
-            oks = [storage.acquire_entry(w.key, w.item.amount, w.expiry, cost) for w in windows]
+            counters = budget.counters
+            oks = [counters.acquire(w.key, w.item.amount, w.expiry, cost) for w in windows]
             return [
                 (w, budget.memory_stats(w)) for w, ok in zip(windows, oks, strict=True) if not ok
             ]
-        strategy = budget._limiter.strategy
+        strategy = budget.strategy
         hits = [strategy.hit(w.item, *w.ids, cost=cost) for w in windows]
-        reads = [strategy.get_window_stats(w.item, *w.ids) for w in windows]
-        results = await asyncio.gather(*hits, *reads)
-        oks, stats = results[: len(windows)], results[len(windows) :]
+        results = await asyncio.gather(*hits, budget.stats(windows))
+        oks, stats = results[: len(windows)], results[-1]
         refused = [(w, s) for w, ok, s in zip(windows, oks, stats, strict=True) if not ok]
         if any(int(s.remaining) >= cost for _, s in refused):
             # Read before the hit that took the minutes (another connection): read again.
@@ -428,7 +538,7 @@ class Reservation:
         return refused
 
     def _exhausted(self, windows: Sequence[_Window], stats: Sequence[Any]) -> Refusal:
-        """429 ``budget_exhausted``, ``Retry-After`` when the emptiest budget gets minutes back."""
+        """429 ``budget_exhausted``, ``Retry-After`` when the emptiest budget gets a minute back."""
         pairs = [(w, s) for w, s in zip(windows, stats, strict=True) if int(s.remaining) < 1]
         if not pairs:
             pairs = list(zip(windows, stats, strict=True))

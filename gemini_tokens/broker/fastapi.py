@@ -51,7 +51,12 @@ def router(broker: TokenBroker, path: str = "/token", **options: Any) -> APIRout
         # The broker's header names are unique: a dict is the cheapest way in.
         return Response(answer.body, answer.status, headers=dict(answer.headers))
 
-    spec = operation(broker.policy, broker.renewal_enabled)
+    spec = operation(
+        broker.policy,
+        broker.renewal_enabled,
+        broker.live_minutes + broker.global_live_minutes,
+        broker.checks_suspensions,
+    )
     api.add_api_route(
         path,
         token,
