@@ -1,6 +1,6 @@
-"""A hanging audit sink never holds an answer: ``TokenBroker(audit_timeout=...)`` bounds it,
-async sinks and sync ones alike; the lost event is logged (without secrets) and counted in
-``gemini_tokens.broker.audit.lost``."""
+"""A hanging audit sink never holds an answer: ``TokenBroker(audit_timeout=...)`` bounds an
+async sink (a sync one runs in place, on the loop); the lost event is logged (without
+secrets) and counted in ``gemini_tokens.broker.audit.lost``."""
 
 from __future__ import annotations
 
@@ -101,24 +101,36 @@ async def test_a_sink_that_ignores_its_cancellation_is_not_waited_for(
     await broker.aclose()
 
 
-async def test_a_sync_sink_that_blocks_is_bounded_too(
+async def test_a_sync_sink_runs_in_place_and_a_blocking_one_is_written_async(
     emu: Emulator, otel: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    release = threading.Event()
-    loop_threads: list[bool] = []
+    """A sync sink runs on the loop, in place: its event is recorded before the answer
+    leaves, and nothing is queued or dropped. Blocking work goes in an async sink (here
+    through a thread), which the timeout bounds: two at once, neither holds its answer."""
+    on_loop: list[bool] = []
+    events: list[AuditEvent] = []
 
-    def blocking(event: AuditEvent) -> None:
-        loop_threads.append(threading.current_thread() is threading.main_thread())
-        release.wait(10)  # a stuck socket, a locked database
+    def in_place(event: AuditEvent) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        events.append(event)
+
+    broker = _broker(emu, in_place)
+    assert (await _answer_in_time(broker))[0] == 200
+    assert on_loop == [True]
+    assert [e.outcome for e in events] == ["minted"]
+    await broker.aclose()
+
+    release = threading.Event()
+
+    async def blocking(event: AuditEvent) -> None:
+        await asyncio.to_thread(release.wait, 10)  # a stuck socket, a locked database
 
     broker = _broker(emu, blocking)
     with caplog.at_level(logging.WARNING, logger="gemini_tokens.broker"):
-        # Two at once: a blocking sink holds neither answer, nor the loop.
         results = await asyncio.gather(_answer_in_time(broker), _answer_in_time(broker))
     release.set()
     assert [status for status, _, _ in results] == [200, 200]
     assert all(took < TIMEOUT + SLACK for _, took, _ in results)
-    assert loop_threads == [False, False]  # off the event loop's thread
     assert _lost(otel) == {"timeout": 2}
     assert caplog.text.count("did not return within") == 2
     assert all(name not in caplog.text for _, _, name in results)
@@ -161,29 +173,3 @@ def test_audit_timeout_must_be_a_positive_number(emu: Emulator, value: Any) -> N
             policy=Policy(model="gemini-live"),
             audit_timeout=value,
         )
-
-
-async def test_hung_sync_sinks_hold_a_bounded_number_of_threads(
-    emu: Emulator, otel: Telemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from gemini_tokens.broker import _audit
-
-    monkeypatch.setattr(_audit, "_sink_threads", _audit._SinkThreads(1))
-    release = threading.Event()
-    calls: list[str] = []
-
-    def blocking(event: AuditEvent) -> None:
-        calls.append(event.outcome)
-        release.wait(10)
-
-    broker = _broker(emu, blocking)
-    first = await _answer_in_time(broker)  # its thread still hangs after the timeout
-    started = time.monotonic()
-    second = await _answer_in_time(broker)  # no thread left: lost at once
-    took_second = time.monotonic() - started
-    release.set()
-    assert (first[0], second[0]) == (200, 200)
-    assert took_second < TIMEOUT  # not even waited for
-    assert calls == ["minted"]
-    assert _lost(otel) == {"timeout": 1, "busy": 1}
-    await broker.aclose()

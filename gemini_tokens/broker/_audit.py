@@ -11,16 +11,11 @@ event is written, so a sink that hangs must not hold the answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import datetime as dt
 import hashlib
 import inspect
 import json
 import logging
-import os
-import queue
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, get_args
@@ -50,9 +45,6 @@ _logger = logging.getLogger("gemini_tokens.broker")
 
 #: How long the broker waits for its audit sink, in seconds, unless told otherwise.
 DEFAULT_AUDIT_TIMEOUT = 5.0
-#: Threads that run sync sinks, at most: past it (every one busy, or hung) an event is lost
-#: at once, so a sink that never returns cannot pile up threads without end.
-MAX_SINK_THREADS = 32
 
 
 def token_id(name: str) -> str:
@@ -151,34 +143,34 @@ async def deliver(
     sink: Callable[[AuditEvent], Awaitable[None] | None],
     event: AuditEvent,
     *,
-    is_async: bool,
     timeout: float,
 ) -> str | None:
-    """Hand ``event`` to ``sink``, waiting at most ``timeout`` seconds; never raises.
+    """Hand ``event`` to ``sink``, waiting at most ``timeout`` seconds for it; never raises.
 
-    An async sink is cancelled when the time is up. A sync sink runs in a daemon thread of
-    its own (it may block on a socket or a database; a thread that hangs then holds neither
-    the answer nor the process's exit); the built-in `log_audit_event` runs in place.
+    A sync sink runs in place, on the event loop (as the default `log_audit_event` does):
+    nothing is queued or dropped, and the event is recorded before the answer leaves. A sink
+    that may block (a socket, a database) is written async, and it is what the timeout
+    bounds: it is cancelled when the time is up.
 
     Returns:
-        None when the sink took the event; otherwise why it was lost (``timeout``,
-        ``sink_error`` or ``busy``: too many sync sink calls still running), which is
-        logged at WARNING (the outcome only: never a token or a session) for the caller
-        to count.
+        None when the sink took the event; otherwise why it was lost (``timeout`` or
+        ``sink_error``), which is logged (the outcome only: never a token or a session) for
+        the caller to count.
     """
     deadline = time.monotonic() + timeout
     try:
-        if sink is log_audit_event:
-            sink(event)
+        pending = sink(event)
+        if not inspect.isawaitable(pending):  # a sync sink: done, in place
             return None
-        pending = sink(event) if is_async else _in_thread(sink, event)
-        if pending is None:  # (an "async" sink that returned nothing has taken it)
-            return None if is_async else _lost(event, "busy", timeout)
-        result = await _bounded(pending, deadline)
-        if inspect.isawaitable(result):  # a sync function that returned an awaitable
-            await _bounded(result, deadline)
+        await _bounded(pending, deadline)
     except asyncio.TimeoutError:
-        return _lost(event, "timeout", timeout)
+        _logger.warning(
+            "token broker: the audit sink did not return within %gs (audit_timeout); "
+            "a %s event was lost",
+            timeout,
+            event.outcome,
+        )
+        return "timeout"
     except Exception:
         _logger.exception("token broker: the audit sink raised; the event was lost")
         return "sink_error"
@@ -207,98 +199,3 @@ async def _bounded(awaitable: Awaitable[Any], deadline: float) -> Any:
 def _forget(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it again
-
-
-class _SinkThreads:
-    """Daemon threads that run sync sinks, started as needed and kept, at most ``limit``.
-
-    Not a ``ThreadPoolExecutor``: its threads are joined at exit, so a hung sink would hold
-    the process's exit too; these are daemons.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-
-    def submit(self, job: Callable[[], None]) -> bool:
-        """Run ``job`` in a thread; False when every thread is taken (``job`` not run)."""
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                start = False
-            elif self._threads < self._limit:
-                self._threads += 1
-                start = True
-            else:
-                return False
-        self._jobs.put(job)
-        if start:
-            threading.Thread(
-                target=self._work, name="gemini-tokens-audit-sink", daemon=True
-            ).start()
-        return True
-
-    def _work(self) -> None:
-        while True:
-            self._jobs.get()()
-            with self._lock:
-                self._idle += 1
-
-
-_sink_threads = _SinkThreads(MAX_SINK_THREADS)
-
-
-def _after_fork_in_child() -> None:  # the parent's threads are not in the child
-    global _sink_threads
-    _sink_threads = _SinkThreads(MAX_SINK_THREADS)
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _in_thread(sink: Callable[[AuditEvent], Any], event: AuditEvent) -> asyncio.Future[Any] | None:
-    """Run a sync sink on a sink thread; a future for its result (None: no thread free)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(result: Any, error: BaseException | None) -> None:  # on the loop
-        if future.done():  # given up on
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:  # on a sink thread
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = context.run(sink, event)
-        except Exception as exc:  # handed to the loop, which logs it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(settle, result, error)
-
-    return future if _sink_threads.submit(run) else None
-
-
-def _lost(event: AuditEvent, why: str, timeout: float) -> str:
-    if why == "busy":
-        _logger.warning(
-            "token broker: %d audit sink calls are still running; a %s event was lost",
-            MAX_SINK_THREADS,
-            event.outcome,
-        )
-    else:
-        _logger.warning(
-            "token broker: the audit sink did not return within %gs (audit_timeout); "
-            "a %s event was lost",
-            timeout,
-            event.outcome,
-        )
-    return why

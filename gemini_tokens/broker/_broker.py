@@ -249,7 +249,6 @@ class TokenBroker:
         self._authorize_async = _is_async(authorize)
         self._policy = policy
         self._audit: AuditSink = audit if audit is not None else log_audit_event
-        self._audit_async = _is_async(self._audit)
         self._audit_timeout = float(audit_timeout)
         self._limiter = Limiter(rate_limits, global_rate_limits, storage_uri)
         self._origins = Origins(allowed_origins)
@@ -716,8 +715,6 @@ class TokenBroker:
             **fields,
         )
         observe(event)  # OpenTelemetry, when installed
-        lost = await deliver(
-            self._audit, event, is_async=self._audit_async, timeout=self._audit_timeout
-        )
+        lost = await deliver(self._audit, event, timeout=self._audit_timeout)
         if lost is not None:
             record_audit_lost(lost)

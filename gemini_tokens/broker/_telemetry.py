@@ -8,7 +8,7 @@ decided, from its `AuditEvent`:
 - metrics: ``gemini_tokens.broker.decisions`` (counter, by outcome and reason),
   ``gemini_tokens.broker.limiter.rejections`` (counter, by ``gemini_tokens.limit.scope``:
   ``caller`` or ``global``) and ``gemini_tokens.broker.audit.lost`` (counter, by
-  ``gemini_tokens.reason``: ``timeout``, ``sink_error`` or ``busy``: audit events the sink
+  ``gemini_tokens.reason``: ``timeout`` or ``sink_error``: audit events the sink
   never took) and ``gemini_tokens.broker.live_minutes`` (counter of the Live
   minutes granted under budgets, by outcome: ``minted`` or ``renewed``).
 
@@ -255,8 +255,7 @@ def record_audit_lost(reason: str) -> None:
     """Count one audit event the sink never took.
 
     Args:
-        reason: ``timeout`` (past ``audit_timeout``), ``sink_error`` (the sink raised) or
-            ``busy`` (too many sync sink calls still running).
+        reason: ``timeout`` (past ``audit_timeout``) or ``sink_error`` (the sink raised).
     """
     i = _get()
     if i is not None:
