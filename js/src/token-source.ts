@@ -18,7 +18,7 @@ export const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
 export interface BrokerBudget {
   /** Live minutes the caller may still be granted. */
   readonly remainingMinutes: number;
-  /** When the budget's oldest charge returns (RFC 3339, on the broker's clock). */
+  /** When the tightest budget gets its next minute back (RFC 3339, on the broker's clock). */
   readonly resetsAt: string;
 }
 
