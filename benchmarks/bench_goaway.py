@@ -44,33 +44,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the checkout's gemini_tokens, as the other benchmarks
 
 from gemini_tokens.testing import Emulator  # noqa: E402
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, FAKE_MEDIA_ARGS  # noqa: E402
 
 APP = ROOT / "examples" / "voice-app"
 JS = ROOT / "js"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
+LAUNCH_ARGS = [*CHROMIUM_ARGS, *FAKE_MEDIA_ARGS]
 TIMEOUT_MS = 20_000
-
-
-def chromium() -> str | None:
-    return (
-        os.environ.get("CHROMIUM")
-        or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
 
 
 def npm(*args: str, cwd: Path) -> None:
@@ -163,7 +142,7 @@ def main() -> None:
     parser.add_argument("--build", action="store_true", help="build the app even if built")
     args = parser.parse_args()
 
-    browser_path = chromium()
+    browser_path = CHROMIUM
     has_playwright = importlib.util.find_spec("playwright") is not None
     missing = [
         what
@@ -188,7 +167,7 @@ def main() -> None:
         server = start_server(emu, port)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+                browser = pw.chromium.launch(executable_path=browser_path, args=LAUNCH_ARGS)
                 try:
                     page = browser.new_page()
                     page.goto(f"http://127.0.0.1:{port}/")

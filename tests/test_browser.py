@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import pathlib
 import re
 import shutil
@@ -46,33 +45,14 @@ from gemini_tokens.broker import (
 )
 from gemini_tokens.testing import Emulator
 
+from .chromium import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE_DIR = ROOT / "tests" / "browser"
 NODE = shutil.which("node")
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"
 GENAI = ROOT / "node_modules" / "@google" / "genai" / "package.json"
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-CHROMIUM = (
-    os.environ.get("CHROMIUM")
-    or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    or shutil.which("chromium")
-    or shutil.which("chromium-browser")
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-NO_CHROMIUM = (
-    "needs Chromium: install it with `apt-get install chromium` "
-    "(.ci/run does) or set CHROMIUM=/path/to/chromium"
-)
 NO_NODE = "needs Node.js (apt-get install nodejs npm)"
 #: The npm package's rules, which tests/browser/gemini-tokens.test.mjs runs on the helper.
 RULES = ROOT / "js" / "test" / "unit" / "rules.mjs"

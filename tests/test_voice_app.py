@@ -19,7 +19,6 @@ the system Chromium; no browser download).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import shutil
@@ -35,36 +34,13 @@ import pytest
 
 from gemini_tokens.testing import Emulator
 
+from .chromium import CHROMIUM, CHROMIUM_ARGS, FAKE_MEDIA_ARGS, NO_CHROMIUM
 from .spawn import ROOT, env_for, free_port, start, stop, wait_http
 
 APP = ROOT / "examples" / "voice-app"
 JS = ROOT / "js"
 NPM = shutil.which("npm")
-CHROMIUM = (
-    os.environ.get("CHROMIUM")
-    or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    or shutil.which("chromium")
-    or shutil.which("chromium-browser")
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    # A fake microphone (a beep) that needs no permission prompt, and audio without a gesture.
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-NO_CHROMIUM = (
-    "needs Chromium: install it with `apt-get install chromium` "
-    "(.ci/run does) or set CHROMIUM=/path/to/chromium"
-)
+LAUNCH_ARGS = [*CHROMIUM_ARGS, *FAKE_MEDIA_ARGS]
 NO_NPM = "needs Node.js (20.19 or later) and npm: apt-get install nodejs npm"
 # Generous: a loaded 2-core machine runs Chromium, uvicorn and the emulator at once.
 WAIT_MS = 20_000
@@ -137,7 +113,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             yield chromium
         finally:
