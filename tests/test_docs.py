@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 import gemini_tokens
 from gemini_tokens.testing import Emulator
+
+from .chromium import CHROMIUM, NO_CHROMIUM
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -204,10 +205,6 @@ def test_cli_help_page_is_current(docs_env: dict[str, str]) -> None:
 
 # -- the built site -------------------------------------------------------------------------
 
-CHROMIUM = (
-    os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-)
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
@@ -262,11 +259,7 @@ def test_the_site_asks_no_third_party_host_for_fonts(site: pathlib.Path) -> None
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH: install it with `apt-get install chromium` "
-    "(.ci/run does) or set CHROMIUM=/path/to/chromium",
-)
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_code_fits_a_1280px_page(site: pathlib.Path, tmp_path: pathlib.Path) -> None:
     """No code block, signature or table scrolls sideways at 1280 px (screenshots kept)."""
     sync_api = pytest.importorskip(
