@@ -30,7 +30,8 @@ from aiohttp.test_utils import TestClient, TestServer
 import gemini_tokens
 from gemini_tokens import ValidationError
 from gemini_tokens.broker import AuditEvent, BrokerRequest, Caller, Policy
-from gemini_tokens.serve._app import build_app, build_broker
+from gemini_tokens.serve._app import build_app
+from gemini_tokens.serve._build import build_broker
 from gemini_tokens.serve._settings import parse_settings
 from gemini_tokens.testing import Emulator
 from tests.broker.helpers import (

@@ -26,7 +26,8 @@ else:  # pragma: no cover
 
 import gemini_tokens
 from gemini_tokens.broker import BrokerRequest, Caller, Denied
-from gemini_tokens.serve._app import build_app, build_broker, serve
+from gemini_tokens.serve._app import build_app, serve
+from gemini_tokens.serve._build import build_broker
 from gemini_tokens.serve._settings import ServeSettings, parse_settings
 from gemini_tokens.testing import Emulator
 

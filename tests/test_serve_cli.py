@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gemini_tokens._cli import main
-from gemini_tokens.serve._app import JsonFormatter
+from gemini_tokens.serve._logging import JsonFormatter
 
 CONFIG = """
 [server]
@@ -186,7 +186,7 @@ def test_dev_without_a_config_file_runs_a_development_policy(
     assert main(["serve", "--dev", "--check"]) == 0
     out = capsys.readouterr()
     assert out.out.strip() == (
-        "--dev (no config file): OK: authorizer gemini_tokens.serve._app:allow_everyone; "
+        "--dev (no config file): OK: authorizer gemini_tokens.serve._build:allow_everyone; "
         "policies: default; limits: 0 per caller, 0 global on memory; "
         "listens on 127.0.0.1:8080/token"
     )

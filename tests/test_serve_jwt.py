@@ -15,7 +15,7 @@ import pytest
 
 from gemini_tokens import ConfigurationError
 from gemini_tokens.broker import BrokerRequest, Caller, Denied, JWTAuthorizer, JWTError, JWTSettings
-from gemini_tokens.serve._app import load_authorizer
+from gemini_tokens.serve._build import load_authorizer
 
 from .jwks_server import (  # noqa: F401  (fixtures)
     AUDIENCE,

@@ -1,23 +1,21 @@
-"""``gemini-tokens serve``: the broker as a standalone aiohttp service, from `ServeSettings`.
+"""``gemini-tokens serve``'s app and its life: the broker, health, readiness, metrics.
 
-`build_broker` turns the settings into a `TokenBroker` (JWT or ``module:function``
-authorizer, one policy or several chosen by a caller attribute, limits, audit sink);
-`build_app` serves it next to ``/healthz``, ``/readyz`` and, optionally, ``/metrics``, with
-structured access logs and an OpenTelemetry span per decision; `run` listens until SIGTERM
-(or Ctrl-C), then stops accepting, lets in-flight requests finish (``shutdown_timeout``),
-cuts off the decisions still waiting (503, audited) and exits, all within about a second
-more than ``shutdown_timeout``.
+`build_app` mounts the `TokenBroker` (made by `_build.build_broker`) at ``[server] path``
+next to ``/healthz``, ``/readyz`` and, optionally, ``/metrics``, with an access log line per
+request and an OpenTelemetry span per decision; `serve` listens until SIGTERM (or Ctrl-C),
+then stops accepting, lets in-flight requests finish (``shutdown_timeout``), cuts off the
+decisions still waiting (503, audited) and exits, all within about a second more than
+``shutdown_timeout``; `run` is `serve` with the logs and telemetry set up, for the command
+line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -26,37 +24,23 @@ from typing import Any
 
 from aiohttp import web
 
-from gemini_tokens import AsyncClient, ConfigurationError, __version__
+from gemini_tokens import AsyncClient
 from gemini_tokens.broker import (
     AuditEvent,
     AuditSink,
-    Authorize,
-    BrokerRequest,
-    Caller,
-    Denied,
     JWTAuthorizer,
-    Policy,
-    PolicySource,
     TokenBroker,
     decision_span,
     error_body,
     log_audit_event,
 )
 from gemini_tokens.broker.aiohttp import add_routes
-from gemini_tokens.serve._settings import ServeSettings, SettingsError, SettingsProblem
+from gemini_tokens.serve._build import AUDITED, build_broker_with_sink, client_for
+from gemini_tokens.serve._logging import configure_logging
+from gemini_tokens.serve._settings import ServeSettings
+from gemini_tokens.serve._telemetry import prometheus_handler, setup_telemetry
 
-__all__ = [
-    "JsonFormatter",
-    "JsonLinesSink",
-    "allow_everyone",
-    "build_app",
-    "build_broker",
-    "client_for",
-    "load_authorizer",
-    "run",
-    "serve",
-    "setup_telemetry",
-]
+__all__ = ["build_app", "run", "serve"]
 
 logger = logging.getLogger("gemini_tokens.serve")
 access_logger = logging.getLogger("gemini_tokens.serve.access")
@@ -73,142 +57,9 @@ AIOHTTP_SHUTDOWN_SECONDS = 0.2
 SHUTTING_DOWN = "shutting down"
 CUT_OFF = "the service is shutting down; try again"
 
-#: Set in a decision's context: appended to when the audit sink records the decision, so
-#: that a decision cut off at shutdown is audited once, by the broker or else by the service.
-_AUDITED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
-    "gemini_tokens_serve_audited", default=None
-)
 
 _BROKER = web.AppKey("gemini_tokens_broker", TokenBroker)
 _STATE = web.AppKey("gemini_tokens_serve_state", dict)
-
-
-class JsonLinesSink:
-    """An audit sink appending one JSON object per line to a file (flushed per event).
-
-    Args:
-        path: The file; created if missing, appended to otherwise.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        # Line-buffered: each event reaches the file whole, even if the process dies.
-        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-
-    def __call__(self, event: AuditEvent) -> None:
-        self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-
-def _policy_source(settings: ServeSettings) -> PolicySource:
-    if settings.policies is None:
-        assert settings.policy is not None
-        return settings.policy
-    policies = dict(settings.policies.tables)
-    claim = settings.policies.claim
-    default = settings.policies.default
-
-    def choose(caller: Caller) -> Policy:
-        value = caller.attributes.get(claim)
-        if isinstance(value, str) and value in policies:
-            return policies[value]
-        if default is not None:
-            return policies[default]
-        raise Denied(403, f"no token policy for your {claim}")
-
-    return choose
-
-
-def _audit_sink(settings: ServeSettings) -> tuple[Callable[[AuditEvent], None], Callable[[], None]]:
-    """The audit sink, and its closer. (The broker itself reports each event to
-    OpenTelemetry.) The sink marks the decision in whose context it runs as audited."""
-    sink: Callable[[AuditEvent], None]
-    close: Callable[[], None] = lambda: None  # noqa: E731
-    if settings.audit.sink == "jsonl":
-        assert settings.audit.path is not None
-        try:
-            jsonl = JsonLinesSink(settings.audit.path)
-        except OSError as exc:
-            rule = f"cannot be opened: {exc.strerror or exc}"
-            raise SettingsError(SettingsProblem(settings.source, "audit.path", rule)) from None
-        sink, close = jsonl, jsonl.close
-    else:
-        sink = log_audit_event
-    inner = sink
-
-    def audit(event: AuditEvent) -> None:
-        audited = _AUDITED.get()
-        if audited is not None:
-            audited.append(True)
-        inner(event)
-
-    return audit, close
-
-
-def client_for(settings: ServeSettings) -> AsyncClient:
-    """The `AsyncClient` of ``[upstream]`` (the key from ``GEMINI_API_KEY``).
-
-    Raises:
-        ConfigurationError: no API key, or an unusable base URL.
-    """
-    upstream = settings.upstream
-    options: dict[str, Any] = {}
-    if upstream.timeout is not None:
-        options["timeout"] = upstream.timeout
-    if upstream.max_retries is not None:
-        options["max_retries"] = upstream.max_retries
-    return AsyncClient(
-        base_url=upstream.base_url, allow_insecure_http=upstream.allow_insecure_http, **options
-    )
-
-
-def build_broker(
-    settings: ServeSettings, *, client: AsyncClient | None = None
-) -> tuple[TokenBroker, Callable[[], None]]:
-    """The `TokenBroker` the settings describe, and a function closing its audit file.
-
-    Raises:
-        ConfigurationError: no API key, an authorizer that cannot be imported, ...
-    """
-    broker, _, close_audit = _build_broker(settings, client=client)
-    return broker, close_audit
-
-
-def _build_broker(
-    settings: ServeSettings, *, client: AsyncClient | None = None
-) -> tuple[TokenBroker, AuditSink, Callable[[], None]]:
-    """`build_broker`, and the audit sink (the service audits its own cut-offs to it)."""
-    authorize: Authorize
-    if settings.auth.jwt is not None:
-        authorize = JWTAuthorizer(settings.auth.jwt)
-    else:
-        assert settings.auth.authorizer is not None
-        authorize = load_authorizer(settings.auth.authorizer)
-    if client is None:
-        client = client_for(settings)
-    audit, close_audit = _audit_sink(settings)
-    broker = TokenBroker(
-        authorize=authorize,
-        policy=_policy_source(settings),
-        rate_limits=settings.limits.per_caller,
-        global_rate_limits=settings.limits.global_,
-        storage_uri=settings.limits.storage,
-        allowed_origins=settings.server.allowed_origins,
-        audit=audit,
-        client=client,
-        on_limiter_error=settings.limits.on_storage_error,
-        renewal=settings.renewal.enabled,
-        secret=settings.renewal.secret,
-        renewal_rate_limits=settings.renewal.rate_limits,
-        # Budgets, and suspensions an operator sets with `serve suspend` (GET <path>/usage).
-        live_minutes=settings.limits.live_minutes,
-        global_live_minutes=settings.limits.global_live_minutes,
-        suspensions=True,
-    )
-    return broker, audit, close_audit
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -368,11 +219,11 @@ def build_app(
                 return await handler(request)
 
         audited: list[bool] = []
-        mark = _AUDITED.set(audited)
+        mark = AUDITED.set(audited)
         try:
             task = asyncio.ensure_future(in_span())  # a copy of this context, the mark in it
         finally:
-            _AUDITED.reset(mark)
+            AUDITED.reset(mark)
         state["decisions"].add(task)
         try:
             return await task
@@ -438,88 +289,6 @@ def build_app(
     return app
 
 
-def _missing(what: str) -> ConfigurationError:
-    return ConfigurationError(f"{what} needs the serve extra: pip install 'gemini-tokens[serve]'")
-
-
-def _prometheus_handler() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    try:
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-    except ImportError:
-        raise _missing("[server] metrics = true") from None
-
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    return metrics
-
-
-def setup_telemetry(settings: ServeSettings) -> Callable[[], None]:
-    """The OpenTelemetry SDK: OTLP export when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
-    a Prometheus reader for ``/metrics`` when ``[server] metrics = true``.
-
-    Returns:
-        A function that flushes and shuts the providers down (a no-op if none was set).
-
-    Raises:
-        ConfigurationError: the SDK or an exporter is not installed.
-    """
-    otlp = bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-    if not otlp and not settings.metrics:
-        return lambda: None
-    try:
-        from opentelemetry import metrics, trace
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError:
-        raise _missing("OpenTelemetry export") from None
-
-    resource = Resource.create(
-        {
-            "service.name": os.environ.get("OTEL_SERVICE_NAME", "gemini-tokens-broker"),
-            "service.version": __version__,
-        }
-    )
-    readers: list[Any] = []
-    tracer_provider = None
-    if otlp:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter,
-            )
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        except ImportError:
-            raise _missing("OTEL_EXPORTER_OTLP_ENDPOINT") from None
-
-        tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        trace.set_tracer_provider(tracer_provider)
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    if settings.metrics:
-        try:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        except ImportError:
-            raise _missing("[server] metrics = true") from None
-
-        readers.append(PrometheusMetricReader())
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    metrics.set_meter_provider(meter_provider)
-
-    def shutdown() -> None:
-        if tracer_provider is not None:
-            tracer_provider.shutdown()
-        meter_provider.shutdown()
-
-    return shutdown
-
-
 async def serve(
     settings: ServeSettings,
     *,
@@ -534,8 +303,8 @@ async def serve(
         stop: An event that stops the service (default: one set by SIGTERM and SIGINT).
     """
     client = client_for(settings)
-    broker, audit, close_audit = _build_broker(settings, client=client)
-    metrics_handler = _prometheus_handler() if settings.server.metrics else None
+    broker, audit, close_audit = build_broker_with_sink(settings, client=client)
+    metrics_handler = prometheus_handler() if settings.server.metrics else None
     app = build_app(settings, broker, client, metrics_handler=metrics_handler, audit=audit)
 
     async def close_client(app: web.Application) -> AsyncIterator[None]:
@@ -610,49 +379,6 @@ async def _drain(state: dict[str, Any], timeout: float) -> None:
         await asyncio.wait_for(idle.wait(), CUT_OFF_FLUSH_SECONDS)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log record: time, level, logger, message (and its extras)."""
-
-    _PLAIN = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-        "message",
-        "asctime",
-        "taskName",
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        message = record.getMessage()
-        if message.startswith("{"):
-            try:
-                entry.update(json.loads(message))
-            except ValueError:
-                entry["message"] = message
-        else:
-            entry["message"] = message
-        for key, value in vars(record).items():
-            if key not in self._PLAIN and key not in entry:
-                entry[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"), default=str)
-
-
-def configure_logging() -> None:
-    """JSON lines on stderr at INFO for the library's loggers (the audit log included)."""
-    formatter = JsonFormatter()
-    formatter.converter = time.gmtime
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger("gemini_tokens")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-
-
 def run(settings: ServeSettings) -> int:
     """Run the service in this process until SIGTERM; returns the exit status."""
     configure_logging()
@@ -673,38 +399,3 @@ def run(settings: ServeSettings) -> int:
     finally:
         shutdown_telemetry()
     return 0
-
-
-async def allow_everyone(request: BrokerRequest) -> Caller:
-    """``--dev`` without a config file: every caller gets in, named by its address."""
-    return Caller(id=f"dev:{request.client_address or 'local'}")
-
-
-def load_authorizer(spec: str) -> Callable[..., Any]:
-    """A ``module:function`` authorizer, imported.
-
-    Raises:
-        ConfigurationError: not ``module:attribute``, not importable, or not callable.
-    """
-    import importlib
-
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(
-            f"authorizer: {spec!r} must be 'module:function', e.g. 'myapp.auth:authorize'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"authorizer: cannot import {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"authorizer: {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not callable(target):
-        raise ConfigurationError(f"authorizer: {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]

@@ -171,7 +171,7 @@ def run_operator_command(args: argparse.Namespace, environ: dict[str, str]) -> i
         ConfigurationError: bad settings, or a ``memory://`` storage (this process's own).
     """
     from gemini_tokens import AsyncClient, ConfigurationError
-    from gemini_tokens.serve._app import build_broker
+    from gemini_tokens.serve._build import build_broker
     from gemini_tokens.serve._settings import load_settings
 
     settings = load_settings(args.config, environ=environ)
@@ -233,7 +233,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.check:
         # Build everything that can fail without the network: the authorizer (PEM file,
         # module:function), the policies, limits and storage, the client (API key).
-        from gemini_tokens.serve._app import build_broker
+        from gemini_tokens.serve._build import build_broker
 
         broker, close_audit = build_broker(settings)
         close_audit()
@@ -265,7 +265,7 @@ def dev_settings(model: str, *, environ: dict[str, str] | None = None) -> ServeS
     from gemini_tokens.serve._settings import parse_settings
 
     tables = {
-        "auth": {"authorizer": "gemini_tokens.serve._app:allow_everyone"},
+        "auth": {"authorizer": "gemini_tokens.serve._build:allow_everyone"},
         "policy": {"model": model, "uses": 1, "expire_minutes": 10},
     }
     return parse_settings(tables, source=DEV_SOURCE, environ=environ, dev=True)
